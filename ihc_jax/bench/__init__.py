@@ -1,0 +1,5 @@
+"""Benchmarks: `python -m ihc_jax.bench {data,models,losses,train,inference}`.
+
+Each sub-command lives in its own module of this package and exposes
+`main(argv: list[str]) -> None`; benchmarks print figures and are never tests.
+"""
