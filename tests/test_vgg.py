@@ -120,12 +120,13 @@ def test_loader_errors_and_random_features(tmp_path, caplog):
   again = vgg.load_vgg19_params(cfg)
   np.testing.assert_array_equal(params["conv1_1"]["kernel"], again["conv1_1"]["kernel"])
   # A saved npz is read back and validated.
-  flat = {f"{n}/{k}": np.asarray(v) for n, d in params.items() for k, v in d.items()}
+  flat = {f"params/{n}/{k}": np.asarray(v) for n, d in params.items()
+          for k, v in d.items()}
   np.savez(tmp_path / "vgg19.npz", **flat)
   cfg.random_features = False
   loaded = vgg.load_vgg19_params(cfg)
   np.testing.assert_array_equal(loaded["conv5_4"]["bias"], params["conv5_4"]["bias"])
-  flat["conv2_1/kernel"] = np.zeros((3, 3, 64, 7), np.float32)
+  flat["params/conv2_1/kernel"] = np.zeros((3, 3, 64, 7), np.float32)
   np.savez(tmp_path / "vgg19.npz", **flat)
   with pytest.raises(ValueError, match="conv2_1/kernel"):
     vgg.load_vgg19_params(cfg)

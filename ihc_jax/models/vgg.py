@@ -231,32 +231,13 @@ def flax_vgg19_to_torchvision(params: Mapping[str, Any]) -> dict[str, np.ndarray
   return state_dict
 
 
-def _read_npz_params(path: str) -> dict[str, dict[str, np.ndarray]]:
-  """Reads and validates converted VGG19 weights ("[params/]conv1_1/kernel")."""
-  expected = vgg19_param_shapes()
-  with np.load(path, allow_pickle=False) as data:
-    flat = {key.removeprefix("params/"): np.asarray(data[key]) for key in data.files}
-  params = {}
-  for name, shapes in expected.items():
-    params[name] = {}
-    for kind, shape in shapes.items():
-      key = f"{name}/{kind}"
-      if key not in flat:
-        raise ValueError(f"{path}: missing VGG19 parameter {key!r}; regenerate it "
-                         f"with `{CONVERTER_COMMAND}`")
-      if tuple(flat[key].shape) != shape:
-        raise ValueError(f"{path}: VGG19 parameter {key!r} has shape "
-                         f"{tuple(flat[key].shape)}, expected {shape}")
-      params[name][kind] = np.asarray(flat[key], np.float32)
-  return params
-
-
 def load_vgg19_params(perceptual_config: Any, *, seed: int = 0) -> dict[str, Any]:
   """Loads the frozen VGG19 params named by a `perceptual` config section.
 
   Args:
     perceptual_config: object (e.g. ConfigDict) with `vgg19_weights` (path to
-      the converted .npz, may be empty/None) and `random_features` (bool).
+      the converted .npz/.safetensors with keys "params/conv1_1/kernel", ...;
+      may be empty/None) and `random_features` (bool).
     seed: PRNG seed for the random-feature fallback.
 
   Returns:
@@ -265,11 +246,17 @@ def load_vgg19_params(perceptual_config: Any, *, seed: int = 0) -> dict[str, Any
   Raises:
     FileNotFoundError: `vgg19_weights` is unset or missing and
       `random_features` is False.
+    ihc_jax.weights.WeightsMismatchError: the file's keys/shapes are not VGG19's.
   """
   path = getattr(perceptual_config, "vgg19_weights", None) or None
   random_features = bool(getattr(perceptual_config, "random_features", False))
   if path is not None and os.path.exists(path):
-    return jax.tree_util.tree_map(jnp.asarray, _read_npz_params(path))
+    # Imported here: weights.py is only needed when a file is actually read.
+    from ihc_jax import weights as weights_lib  # pylint: disable=g-import-not-at-top
+    example = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    variables = weights_lib.load_and_validate(path, VGG19(), example,
+                                              layers=("relu5_4",))
+    return variables["params"]
   if not random_features:
     raise FileNotFoundError(
         f"VGG19 weights not found: perceptual.vgg19_weights={path!r}. Convert "
