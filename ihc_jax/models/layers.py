@@ -1,0 +1,186 @@
+"""Building blocks shared by the IHC networks, with PyTorch's conventions.
+
+The official networks are PyTorch modules; their weights only load if every
+layer computes exactly what its PyTorch counterpart computes. The helpers here
+pin down those conventions in NHWC:
+
+* `Conv2d` / `Linear`: explicit symmetric zero padding, PyTorch's default
+  initialisation U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for kernel and bias, so
+  that networks trained from scratch start like the official ones. Kernels are
+  HWIO, Linear kernels (in, out).
+* `batch_norm`: BatchNorm2d (eps 1e-5, PyTorch momentum 0.1 = Flax 0.9).
+* `instance_norm`: InstanceNorm2d without affine parameters (biased variance).
+* `reflect_pad`, `upsample_bilinear_2x`, `avg_pool_exclude_pad`: ReflectionPad2d,
+  Upsample(scale 2, bilinear, align_corners=False) and
+  AvgPool2d(count_include_pad=False).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+BN_MOMENTUM = 0.9
+NORM_EPSILON = 1e-5
+LEAKY_SLOPE = 0.2
+
+
+def torch_uniform_init(fan_in: int) -> nn.initializers.Initializer:
+  """U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for conv/linear.
+
+  Args:
+    fan_in: input channels times kernel area (conv) or input features (linear).
+
+  Returns:
+    A Flax initializer.
+  """
+  bound = 1.0 / math.sqrt(max(fan_in, 1))
+
+  def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+class Conv2d(nn.Module):
+  """2-D convolution with PyTorch semantics (symmetric zero padding).
+
+  Attributes:
+    features: output channels.
+    kernel_size: square kernel side.
+    stride: stride in both directions.
+    padding: zero padding on every side (PyTorch `padding=`).
+    use_bias: whether to add a bias.
+  """
+  features: int
+  kernel_size: int
+  stride: int = 1
+  padding: int = 0
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Applies the convolution to x [B, H, W, C_in] -> [B, H', W', features]."""
+    in_channels = x.shape[-1]
+    k = self.kernel_size
+    init = torch_uniform_init(in_channels * k * k)
+    kernel = self.param("kernel", init, (k, k, in_channels, self.features))
+    y = jax.lax.conv_general_dilated(
+        x, kernel.astype(x.dtype), (self.stride, self.stride),
+        ((self.padding, self.padding), (self.padding, self.padding)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if self.use_bias:
+      y = y + self.param("bias", init, (self.features,)).astype(y.dtype)
+    return y
+
+
+class Linear(nn.Module):
+  """Fully connected layer with PyTorch's default initialisation.
+
+  Attributes:
+    features: output features.
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Applies x [..., in] @ kernel [in, out] + bias."""
+    init = torch_uniform_init(x.shape[-1])
+    kernel = self.param("kernel", init, (x.shape[-1], self.features))
+    bias = self.param("bias", init, (self.features,))
+    return x @ kernel.astype(x.dtype) + bias.astype(x.dtype)
+
+
+def batch_norm(train: bool, name: str) -> nn.BatchNorm:
+  """BatchNorm2d with PyTorch's settings; batch statistics only when training.
+
+  Flax keeps the biased batch variance in its running average where PyTorch
+  keeps the unbiased one; evaluation with given statistics is identical.
+
+  Args:
+    train: use batch statistics and update `batch_stats` when True.
+    name: submodule name (the parameter path).
+
+  Returns:
+    A configured `nn.BatchNorm`.
+  """
+  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
+                      epsilon=NORM_EPSILON, name=name)
+
+
+def instance_norm(x: jax.Array, *, epsilon: float = NORM_EPSILON) -> jax.Array:
+  """InstanceNorm2d(affine=False): per-sample, per-channel normalisation.
+
+  Args:
+    x: [B, H, W, C].
+    epsilon: added to the biased variance.
+
+  Returns:
+    x normalised over H and W.
+  """
+  mean = jnp.mean(x, axis=(1, 2), keepdims=True)
+  var = jnp.mean(jnp.square(x - mean), axis=(1, 2), keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(var + epsilon)
+
+
+def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
+  """ReflectionPad2d(pad) on NHWC (the edge pixel is not repeated)."""
+  if min(x.shape[1], x.shape[2]) <= pad:
+    raise ValueError(
+        f"reflection padding of {pad} needs spatial size > {pad}, got {x.shape[1:3]}")
+  return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+
+
+def upsample_bilinear_2x(x: jax.Array) -> jax.Array:
+  """Upsample(scale_factor=2, mode='bilinear', align_corners=False) on NHWC.
+
+  `jax.image.resize` uses half-pixel centres and clamps at the border, which
+  is what PyTorch's align_corners=False does for integer upscaling.
+  """
+  b, h, w, c = x.shape
+  return jax.image.resize(x, (b, 2 * h, 2 * w, c), method="bilinear")
+
+
+def avg_pool_exclude_pad(x: jax.Array, window: int, stride: int, padding: int) -> jax.Array:
+  """AvgPool2d(window, stride, padding, count_include_pad=False) on NHWC.
+
+  Args:
+    x: [B, H, W, C].
+    window: square window side.
+    stride: stride.
+    padding: zero padding on every side; padded cells are not counted.
+
+  Returns:
+    The pooled array.
+  """
+  pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+  dims = (1, window, window, 1)
+  strides = (1, stride, stride, 1)
+  total = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, strides, pads)
+  ones = jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype)
+  count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, dims, strides, pads)
+  return total / count
+
+
+def leaky_relu(x: jax.Array) -> jax.Array:
+  """LeakyReLU with the official slope 0.2."""
+  return nn.leaky_relu(x, LEAKY_SLOPE)
+
+
+def tile_latent(z: jax.Array, height: int, width: int) -> jax.Array:
+  """Tiles a latent code [B, nz] to a map [B, height, width, nz]."""
+  if z.ndim != 2:
+    raise ValueError(f"latent code must be [B, nz], got shape {z.shape}")
+  return jnp.broadcast_to(z[:, None, None, :], (z.shape[0], height, width, z.shape[1]))
+
+
+def check_image(x: jax.Array, name: str, channels: int | None = None) -> None:
+  """Raises ValueError unless x is NHWC (with `channels` channels if given)."""
+  if x.ndim != 4:
+    raise ValueError(f"{name} must be NHWC [B, H, W, C], got shape {x.shape}")
+  if channels is not None and x.shape[-1] != channels:
+    raise ValueError(f"{name} must have {channels} channel(s), got shape {x.shape}")
