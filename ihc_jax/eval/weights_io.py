@@ -1,21 +1,23 @@
 """Weight files of the evaluation networks: npz <-> Flax variables, validated.
 
 The evaluation networks (LPIPS, the FID InceptionV3) read their weights from
-plain `.npz` files whose keys are the '/'-joined paths of the Flax variable
-tree, e.g. ``params/net/conv1_1/kernel`` or
-``batch_stats/Mixed_5b/branch1x1/bn/mean``. Files are written once by
-`ihc_jax.tools.convert_eval_weights` and never pickled. Every load is checked
-against the shapes of `jax.eval_shape(model.init, ...)` so a wrong or stale
-file fails loudly instead of producing a silently wrong metric.
+the project's neutral weight files (`ihc_jax.weights`: `.npz` whose keys are
+the '/'-joined paths of the Flax variable tree, e.g.
+``params/net/conv1_1/kernel`` or ``batch_stats/Mixed_5b/branch1x1/bn/mean``).
+Files are written once by `ihc_jax.tools.convert_eval_weights` and never
+pickled. Every load is checked against the shapes of
+`jax.eval_shape(model.init, ...)` so a wrong or stale file fails loudly instead
+of producing a silently wrong metric.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from ihc_jax import weights
 
 Variables = dict[str, Any]
 
@@ -38,80 +40,23 @@ class MissingWeightsError(FileNotFoundError):
         f"{metric}: weights file {where} is missing. {hint}")
 
 
-def flatten_variables(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
-  """Flattens a nested variable tree into '/'-joined keys -> numpy arrays.
-
-  Args:
-    variables: nested mapping of str -> (mapping | array).
-
-  Returns:
-    A flat dict; keys join the nested names with '/'.
-  """
-  flat = {}
-
-  def visit(prefix: str, node: Any) -> None:
-    if isinstance(node, Mapping):
-      for key, value in node.items():
-        if "/" in str(key):
-          raise ValueError(f"variable name {key!r} under {prefix!r} contains '/'")
-        visit(f"{prefix}/{key}" if prefix else str(key), value)
-    else:
-      flat[prefix] = np.asarray(node)
-
-  visit("", variables)
-  return flat
-
-
-def unflatten_variables(flat: Mapping[str, np.ndarray]) -> Variables:
-  """Inverse of `flatten_variables`.
-
-  Args:
-    flat: '/'-joined keys -> arrays.
-
-  Returns:
-    The nested dict of arrays.
-  """
-  tree: Variables = {}
-  for key, value in flat.items():
-    parts = key.split("/")
-    node = tree
-    for part in parts[:-1]:
-      node = node.setdefault(part, {})
-      if not isinstance(node, dict):
-        raise ValueError(f"key {key!r} nests under an array")
-    node[parts[-1]] = value
-  return tree
+flatten_variables = weights.flatten_variables
+unflatten_variables = weights.unflatten_variables
 
 
 def save_npz(path: str, variables: Mapping[str, Any]) -> None:
-  """Writes a variable tree to an uncompressed `.npz` file (no pickle).
+  """Writes a variable tree to `.npz` (atomically, no pickle).
 
   Args:
     path: output file; parent directories are created.
     variables: nested variable tree, e.g. {"params": ..., "batch_stats": ...}.
   """
-  flat = flatten_variables(variables)
-  for key, value in flat.items():
-    if value.dtype == object:
-      raise ValueError(f"{key}: object arrays cannot be saved without pickle")
-  parent = os.path.dirname(os.path.abspath(path))
-  os.makedirs(parent, exist_ok=True)
-  with open(path, "wb") as f:
-    np.savez(f, **flat)
+  weights.save_variables(path, variables)
 
 
 def load_npz(path: str) -> Variables:
-  """Reads a `.npz` written by `save_npz` (pickle disabled).
-
-  Args:
-    path: the `.npz` file.
-
-  Returns:
-    The nested variable tree of numpy arrays.
-  """
-  with np.load(path, allow_pickle=False) as data:
-    flat = {key: data[key] for key in data.files}
-  return unflatten_variables(flat)
+  """Reads a file written by `save_npz` into a nested dict of numpy arrays."""
+  return weights.load_variables(path)
 
 
 def check_variables(variables: Mapping[str, Any], expected: Mapping[str, Any],
@@ -125,36 +70,10 @@ def check_variables(variables: Mapping[str, Any], expected: Mapping[str, Any],
     what: a name for error messages (file or network).
 
   Raises:
-    ValueError: listing missing keys, unexpected keys and shape mismatches.
+    ihc_jax.weights.WeightsMismatchError (a ValueError): naming missing,
+      unexpected and mis-shaped keys.
   """
-  got = {k: tuple(np.shape(v)) for k, v in _flatten_shapes(variables).items()}
-  want = {k: tuple(v.shape) for k, v in _flatten_shapes(expected).items()}
-  missing = sorted(set(want) - set(got))
-  unexpected = sorted(set(got) - set(want))
-  wrong = sorted(k for k in set(want) & set(got) if want[k] != got[k])
-  if missing or unexpected or wrong:
-    lines = [f"{what}: variables do not match the network"]
-    if missing:
-      lines.append(f"  missing ({len(missing)}): {missing[:8]}")
-    if unexpected:
-      lines.append(f"  unexpected ({len(unexpected)}): {unexpected[:8]}")
-    for k in wrong[:8]:
-      lines.append(f"  shape of {k}: file {got[k]}, network {want[k]}")
-    raise ValueError("\n".join(lines))
-
-
-def _flatten_shapes(tree: Mapping[str, Any]) -> dict[str, Any]:
-  flat = {}
-
-  def visit(prefix: str, node: Any) -> None:
-    if isinstance(node, Mapping):
-      for key, value in node.items():
-        visit(f"{prefix}/{key}" if prefix else str(key), value)
-    else:
-      flat[prefix] = node
-
-  visit("", tree)
-  return flat
+  weights.validate_variables(variables, expected, source=what)
 
 
 def random_variables(expected: Mapping[str, Any], *, seed: int = 0) -> Variables:
@@ -173,7 +92,7 @@ def random_variables(expected: Mapping[str, Any], *, seed: int = 0) -> Variables
   """
   rng = np.random.default_rng(seed)
   flat = {}
-  for key, leaf in _flatten_shapes(expected).items():
+  for key, leaf in flatten_variables(expected).items():
     shape = tuple(leaf.shape)
     name = key.rsplit("/", 1)[-1]
     if name == "kernel":
