@@ -1,0 +1,113 @@
+"""Self-similarity loss (paper §2.2, official `cos_similarity`).
+
+Each image is average-pooled over non-overlapping 4x4 patches (stride 4;
+rows/columns beyond a multiple of 4 are dropped, like PyTorch's AvgPool2d),
+every patch vector is L2-normalised over channels with 1e-5 added to the
+norm, and S = X X^T is the [N, N] cosine self-similarity matrix, N = 4096
+patches at 256x256. The loss is the mean squared difference
+mean((S(output) - S(target))^2) over the N^2 entries.
+
+Memory. S is 4096 x 4096 float32 = 64 MiB per image, and the difference,
+its square and the backward pass would each hold another such array. The
+loss therefore walks over blocks of `chunk_rows` rows: the block
+S_out[r] - S_tgt[r] is computed as one product [X_out[r] | X_tgt[r]] @
+[X_out | -X_tgt]^T, squared and summed, inside `jax.checkpoint` under
+`jax.lax.map`, so neither the forward nor the backward pass ever keeps more
+than one [B, chunk_rows, N] block (plus the [B, N, C] patch vectors). With
+chunk_rows = 256 that block is 256 * 4096 * 4 B = 4 MiB per image instead of
+64 MiB (see docs/losses.md for the measured compiled temp sizes). The result
+equals the unchunked one (zero rows pad N to a multiple of chunk_rows and
+contribute exactly 0).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ihc_jax.losses import _common
+
+PATCH = 4
+NORM_EPS = 1e-5
+
+
+def patch_vectors(images: jax.Array, *, patch: int = PATCH,
+                  eps: float = NORM_EPS) -> jax.Array:
+  """Unit-norm patch descriptors.
+
+  Args:
+    images: [B, H, W, C] (H, W >= patch).
+    patch: pooling size and stride.
+    eps: added to each vector's L2 norm before dividing.
+
+  Returns:
+    [B, N, C] float32, N = (H // patch) * (W // patch), row-major patches.
+  """
+  if images.ndim != 4:
+    raise ValueError(f"self-similarity expects NHWC images, got shape {images.shape}")
+  b, h, w, c = images.shape
+  gh, gw = h // patch, w // patch
+  if gh == 0 or gw == 0:
+    raise ValueError(f"self-similarity: image {h}x{w} is smaller than one {patch}x{patch} patch")
+  x = jnp.asarray(images, jnp.float32)[:, :gh * patch, :gw * patch]
+  x = x.reshape(b, gh, patch, gw, patch, c).mean(axis=(2, 4)).reshape(b, gh * gw, c)
+  return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + eps)
+
+
+def self_similarity_matrix(images: jax.Array, *, patch: int = PATCH,
+                           eps: float = NORM_EPS) -> jax.Array:
+  """The full cosine self-similarity matrix (unchunked; 64 MiB at 256x256).
+
+  Args:
+    images: [B, H, W, C].
+    patch: pooling size and stride.
+    eps: norm epsilon.
+
+  Returns:
+    [B, N, N] float32.
+  """
+  x = patch_vectors(images, patch=patch, eps=eps)
+  return jnp.einsum("bnc,bmc->bnm", x, x)
+
+
+def self_similarity_loss(output: jax.Array, target: jax.Array, *,
+                         chunk_rows: int | None = 256, patch: int = PATCH,
+                         eps: float = NORM_EPS,
+                         reduction: str = "mean") -> jax.Array:
+  """mean((S(output) - S(target))^2), computed in row blocks.
+
+  Args:
+    output: [B, H, W, C] in [0, 1].
+    target: same shape.
+    chunk_rows: rows of S per block; None computes the full matrices at once.
+    patch: pooling size and stride.
+    eps: norm epsilon.
+    reduction: "mean" or "none".
+
+  Returns:
+    float32 scalar, or [B].
+  """
+  _common.check_same_shape("self_similarity_loss", output, target)
+  x_out = patch_vectors(output, patch=patch, eps=eps)
+  x_tgt = patch_vectors(target, patch=patch, eps=eps)
+  batch, n, _ = x_out.shape
+  if chunk_rows is None or chunk_rows >= n:
+    diff = (jnp.einsum("bnc,bmc->bnm", x_out, x_out)
+            - jnp.einsum("bnc,bmc->bnm", x_tgt, x_tgt))
+    return _common.reduce(jnp.mean(jnp.square(diff), axis=(1, 2)), reduction)
+  if chunk_rows < 1:
+    raise ValueError(f"self_similarity_loss: chunk_rows must be >= 1, got {chunk_rows}")
+  # S_out[r] - S_tgt[r] = [X_out[r] | X_tgt[r]] @ [X_out | -X_tgt]^T.
+  left = jnp.concatenate([x_out, x_tgt], axis=-1)
+  right = jnp.concatenate([x_out, -x_tgt], axis=-1)
+  n_chunks = -(-n // chunk_rows)
+  left = jnp.pad(left, ((0, 0), (0, n_chunks * chunk_rows - n), (0, 0)))
+  blocks = jnp.moveaxis(left.reshape(batch, n_chunks, chunk_rows, -1), 1, 0)
+
+  @jax.checkpoint
+  def block_sum(rows):
+    return jnp.sum(jnp.square(jnp.einsum("brc,bmc->brm", rows, right)),
+                   axis=(1, 2))
+
+  per_example = jnp.sum(jax.lax.map(block_sum, blocks), axis=0) / (n * n)
+  return _common.reduce(per_example, reduction)
