@@ -1,0 +1,46 @@
+"""Tiniest settings for the tests: 32x32 demo crops, batch 2, tiny nets.
+
+`get_config("<stage>")` for stage in ihn, hist, color, fusion; "chain" gives
+all four chained. Frozen paths of color/fusion are placeholders the tests (or
+the chain trainer) fill in. VGG features are random (no ImageNet weights in
+tests, on purpose). Example:
+
+  python -m ihc_jax.main --config=configs/test.py:hist --workdir=/tmp/t_hist
+"""
+
+import importlib
+
+import ml_collections
+
+from ihc_jax.trainers import defaults
+
+STAGES = ("ihn", "hist", "color", "fusion")
+IMAGE_SIZE = 32
+
+
+def stage_config(stage: str, *, num_train_steps: int = 2
+                 ) -> ml_collections.ConfigDict:
+  """The test config of one stage."""
+  if stage not in STAGES:
+    raise ValueError(f"unknown stage {stage!r}; use one of {STAGES} or 'chain'")
+  config = importlib.import_module(f"ihc_jax.trainers.{stage}").default_config()
+  defaults.shrink(config, image_size=IMAGE_SIZE, batch_size=2,
+                  num_train_steps=num_train_steps)
+  config.data.num_parallel_calls = 1
+  config.data.shuffle_buffer = 8
+  config.perceptual.random_features = True
+  config.halftone.supersample = 1
+  return config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Test config of stage `arg` (default 'ihn'), or of the chain."""
+  arg = arg or "ihn"
+  if arg != "chain":
+    return stage_config(arg)
+  config = ml_collections.ConfigDict()
+  config.trainer = "chain"
+  config.stage_order = STAGES
+  config.stages = ml_collections.ConfigDict(
+      {stage: stage_config(stage) for stage in STAGES})
+  return config

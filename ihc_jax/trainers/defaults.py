@@ -1,0 +1,177 @@
+"""Config sections shared by every stage's default config.
+
+Each trainer's `default_config()` starts from `base_config(stage)` and adds its
+`model`, `optim`, `loss`, `frozen` and `init_from` sections. The default
+config of a stage is the schema `validate_config` checks a run's config
+against: every key of a run must exist there with the same type.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_collections
+
+LOSS_WEIGHT_DOC = "loss name -> weight; 0 disables a term"
+VGG_PLACEHOLDER = ("REQUIRED: path to vgg19.npz (convert once with "
+                   "ihc-convert-weights vgg19), or set "
+                   "perceptual.random_features=True")
+ADVERSARIAL_MODES = ("lsgan", "vanilla", "hinge")
+SCHEDULES = ("constant", "polynomial", "linear_decay")
+
+
+def optim_config(*, learning_rate: float = 2e-4, end_learning_rate: float = 2e-6,
+                 schedule: str = "constant", power: float = 0.9,
+                 decay_start: float = 0.5, b1: float = 0.5, b2: float = 0.999,
+                 grad_clip_norm: float = 0.0) -> ml_collections.ConfigDict:
+  """The optimizer section of one network (Adam + schedule).
+
+  Args:
+    learning_rate: initial learning rate.
+    end_learning_rate: final learning rate of the decaying schedules.
+    schedule: 'constant', 'polynomial' (power `power`, PRL) or 'linear_decay'
+      (constant for the first `decay_start` of the run, then linear; BicycleGAN).
+    power: polynomial power.
+    decay_start: fraction of the run before linear decay starts.
+    b1: Adam beta1.
+    b2: Adam beta2.
+    grad_clip_norm: global-norm clipping; 0 disables it.
+
+  Returns:
+    ConfigDict with those keys.
+  """
+  return ml_collections.ConfigDict(dict(
+      learning_rate=learning_rate, end_learning_rate=end_learning_rate,
+      schedule=schedule, power=power, decay_start=decay_start, b1=b1, b2=b2,
+      grad_clip_norm=grad_clip_norm))
+
+
+def base_config(stage: str) -> ml_collections.ConfigDict:
+  """Sections every stage has, at paper scale (256x256).
+
+  Args:
+    stage: 'ihn', 'hist', 'color' or 'fusion'.
+
+  Returns:
+    ConfigDict with trainer, seed, num_train_steps, max_consecutive_nonfinite,
+    data, halftone, perceptual, eval, checkpoint and log.
+  """
+  from ihc_jax import halftone  # pylint: disable=g-import-not-at-top
+  from ihc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
+  config = ml_collections.ConfigDict()
+  config.trainer = stage
+  config.seed = 0
+  config.num_train_steps = 100_000
+  # Skipped (non-finite) steps in a row before the run stops with an error.
+  config.max_consecutive_nonfinite = 20
+
+  config.data = input_pipeline.default_data_config()
+  config.halftone = halftone.default_halftone_config()
+
+  config.perceptual = ml_collections.ConfigDict()
+  config.perceptual.vgg19_weights = VGG_PLACEHOLDER
+  # Opt-in to random VGG features (no ImageNet weights offline); warns.
+  config.perceptual.random_features = False
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.every_steps = 5_000
+  config.eval.num_batches = 16
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 5_000
+  config.checkpoint.max_to_keep = 3
+
+  config.log = ml_collections.ConfigDict()
+  config.log.every_steps = 100
+  config.log.sample_every_steps = 2_000
+  config.log.sample_rows = 4
+  return config
+
+
+CHOICES = {
+    "trainer": ("ihn", "hist", "color", "fusion", "chain"),
+    "optim.*.schedule": SCHEDULES,
+    "adversarial_mode": ADVERSARIAL_MODES,
+    "model.vgg19.normalization": ("imagenet", "none", "caffe"),
+}
+
+
+def uses_vgg(loss_config: ml_collections.ConfigDict,
+             names: tuple[str, ...]) -> bool:
+  """Whether any of the VGG-based loss terms `names` has a weight > 0."""
+  return any(loss_config.get(name, 0.0) > 0 for name in names)
+
+
+def vgg_path(perceptual_config: ml_collections.ConfigDict) -> str:
+  """The VGG weight path, '' while it is still the placeholder."""
+  path = perceptual_config.vgg19_weights
+  return "" if path.startswith("REQUIRED") else path
+
+
+def required_keys(config: ml_collections.ConfigDict,
+                  vgg_losses: tuple[str, ...]) -> list[str]:
+  """Keys that must hold a path: frozen stages, and VGG weights if used."""
+  keys = [f"frozen.{name}" for name in config.get("frozen", {}).keys()]
+  if uses_vgg(config.loss, vgg_losses) and not config.perceptual.random_features:
+    keys.append("perceptual.vgg19_weights")
+  return keys
+
+
+def perceptual_section(config: ml_collections.ConfigDict
+                       ) -> ml_collections.ConfigDict:
+  """`config.perceptual` with the placeholder path replaced by ''."""
+  section = ml_collections.ConfigDict(config.perceptual.to_dict())
+  section.vgg19_weights = vgg_path(config.perceptual)
+  return section
+
+
+def screen_period(config: ml_collections.ConfigDict) -> float:
+  """Mid-range AM screen period of `config.halftone`, in pixels."""
+  low, high = config.halftone.period_range
+  return 0.5 * (low + high)
+
+
+def shrink(config: ml_collections.ConfigDict, *, image_size: int,
+           batch_size: int, num_train_steps: int,
+           model: ml_collections.ConfigDict | None = None
+           ) -> ml_collections.ConfigDict:
+  """Shrinks a stage config in place for a CPU run (the `:runlocal` argument).
+
+  Args:
+    config: a stage config.
+    image_size: crop size (a multiple of 2**num_downs of the U-Nets).
+    batch_size: train and eval batch size.
+    num_train_steps: length of the run; log, sample, eval and checkpoint
+      intervals follow it.
+    model: model sections to use (default: `tiny_model_config()` with
+      U-Nets deep enough for `image_size`).
+
+  Returns:
+    `config`.
+  """
+  if model is None:
+    model = tiny_model(image_size)
+  for name in config.model.keys():
+    config.model[name] = model[name]
+  config.data.image_size = image_size
+  config.data.batch_size = batch_size
+  config.data.eval_batch_size = batch_size
+  config.data.shuffle_buffer = 64
+  config.num_train_steps = num_train_steps
+  config.log.every_steps = max(1, num_train_steps // 10)
+  config.log.sample_every_steps = max(1, num_train_steps // 2)
+  config.eval.every_steps = num_train_steps
+  config.eval.num_batches = 1
+  config.checkpoint.every_steps = max(1, num_train_steps // 2)
+  return config
+
+
+def tiny_model(image_size: int) -> ml_collections.ConfigDict:
+  """`tiny_model_config()` with U-Nets of at most log2(image_size) levels."""
+  from ihc_jax import models  # pylint: disable=g-import-not-at-top
+  model = models.tiny_model_config()
+  levels = min(model.ihn.num_downs, int(math.log2(image_size)))
+  model.ihn.num_downs = levels
+  model.generator.num_downs = levels
+  return model

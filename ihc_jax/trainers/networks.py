@@ -1,0 +1,68 @@
+"""Small helpers to init and apply Linen networks inside train steps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+
+from ihc_jax import models
+
+
+def build(name: str, model_config: ml_collections.ConfigDict) -> nn.Module:
+  """`ihc_jax.models.build` for one section of `config.model`."""
+  return models.build(name, model_config[name] if name in model_config
+                      else model_config)
+
+
+def init_variables(module: nn.Module, key: jax.Array, *args: Any,
+                   **kwargs: Any) -> dict[str, Any]:
+  """Initialises `module` on example inputs; returns host-side variables.
+
+  Args:
+    module: a Linen module.
+    key: init key (also used as the dropout key).
+    *args: example inputs.
+    **kwargs: keyword inputs (e.g. train=False).
+
+  Returns:
+    {'params': ..., 'batch_stats': ...?} as a plain dict.
+  """
+  params_key, dropout_key = jax.random.split(key)
+  variables = jax.jit(lambda k, d: module.init({"params": k, "dropout": d},
+                                                 *args, **kwargs))(
+                                                     params_key, dropout_key)
+  return dict(variables)
+
+
+def apply_train(module: nn.Module, variables: Mapping[str, Any],
+                params: Any, *args: Any, rng: jax.Array,
+                **kwargs: Any) -> tuple[Any, Any]:
+  """Applies `module` in training mode with `params` substituted.
+
+  Args:
+    module: the Linen module.
+    variables: its variables (batch_stats are read from here).
+    params: the params to use (the differentiated argument).
+    *args: inputs.
+    rng: dropout key.
+    **kwargs: e.g. train=True.
+
+  Returns:
+    (output, updated batch_stats or {} when the network has none).
+  """
+  full = dict(variables, params=params)
+  if "batch_stats" in variables:
+    out, updates = module.apply(full, *args, rngs={"dropout": rng},
+                                mutable=["batch_stats"], **kwargs)
+    return out, updates["batch_stats"]
+  return module.apply(full, *args, rngs={"dropout": rng}, **kwargs), {}
+
+
+def apply_eval(module: nn.Module, variables: Mapping[str, Any], *args: Any,
+               **kwargs: Any) -> Any:
+  """Applies `module` with fixed variables (no state update)."""
+  return module.apply(dict(variables), *args, **kwargs)
