@@ -145,6 +145,7 @@ def _dot_radius2(tone: Array, tone_curve: str) -> Array:
   return table[index] + frac * (table[index + 1] - table[index])
 
 
+@functools.partial(jax.jit, static_argnames=("supersample", "tone_curve"))
 def _am_coverage(tone: Array, period: Array, angle: Array, *,
                  supersample: int, tone_curve: str) -> Array:
   """White fraction of every pixel; tone [B,H,W,C], period/angle [B,1,1,C]."""
@@ -330,6 +331,12 @@ def error_diffusion(gray: ArrayLike, *, kernel: str = "floyd_steinberg",
   if kernel not in DIFFUSION_KERNELS:
     raise ValueError(
         f"kernel must be one of {tuple(DIFFUSION_KERNELS)}; got {kernel!r}")
+  return _error_diffusion(gray, kernel=kernel, serpentine=bool(serpentine))
+
+
+@functools.partial(jax.jit, static_argnames=("kernel", "serpentine"))
+def _error_diffusion(gray: Array, *, kernel: str, serpentine: bool) -> Array:
+  """`error_diffusion` on validated float32 NHWC input."""
   denominator, taps = DIFFUSION_KERNELS[kernel]
   weights = {(dy, dx): np.float32(n) / np.float32(denominator)
              for dy, dx, n in taps}

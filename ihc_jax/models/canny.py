@@ -23,6 +23,7 @@ The result is {0, 1} float32 with no gradient (stop_gradient on the input).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -86,8 +87,14 @@ def canny_edges(gray: Array, *, low: float = 80.0, high: float = 250.0) -> Array
     raise ValueError(f"canny_edges needs float input in [0, 1]; got {gray.dtype}")
   if low > high:
     low, high = high, low
-  low_i, high_i = math.floor(low), math.floor(high)
-  image = quantize_uint8(jax.lax.stop_gradient(gray[..., 0].astype(jnp.float32)))
+  return _canny(jax.lax.stop_gradient(gray.astype(jnp.float32)),
+                low=math.floor(low), high=math.floor(high))
+
+
+@functools.partial(jax.jit, static_argnames=("low", "high"))
+def _canny(gray: Array, *, low: int, high: int) -> Array:
+  """`canny_edges` on float32 [B,H,W,1] with integer thresholds."""
+  image = quantize_uint8(gray[..., 0])
   gx, gy = _sobel(image)
   mag = jnp.abs(gx) + jnp.abs(gy)
 
@@ -105,8 +112,8 @@ def canny_edges(gray: Array, *, low: float = 80.0, high: float = 250.0) -> Array
       (mag > _neighbour(mag, -1, -1)) & (mag > _neighbour(mag, 1, 1)),
       (mag > _neighbour(mag, -1, 1)) & (mag > _neighbour(mag, 1, -1)))
   local_max = jnp.where(horizontal, keep_h, jnp.where(vertical, keep_v, keep_d))
-  weak = local_max & (mag > low_i)
-  strong = weak & (mag > high_i)
+  weak = local_max & (mag > low)
+  strong = weak & (mag > high)
 
   def grow(edges):
     for _ in range(_STEPS_PER_CHECK):
