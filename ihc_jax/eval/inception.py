@@ -232,6 +232,7 @@ class FIDInceptionV3(nn.Module):
     return jnp.mean(x, axis=(1, 2))
 
 
+@functools.lru_cache(maxsize=None)
 def expected_shapes() -> Any:
   """Shapes of the FID Inception variables, from `jax.eval_shape`."""
   x = jax.ShapeDtypeStruct((1, MIN_SIZE, MIN_SIZE, 3), jnp.float32)

@@ -203,6 +203,7 @@ def lpips_distance(params: Any, a: jax.Array, b: jax.Array, *,
   return _apply(variables, a * 2.0 - 1.0, b * 2.0 - 1.0, net)
 
 
+@functools.lru_cache(maxsize=None)
 def expected_shapes(net: str = "vgg") -> Any:
   """Shapes of the LPIPS variables, from `jax.eval_shape` (no compute)."""
   x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
