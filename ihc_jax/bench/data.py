@@ -1,0 +1,109 @@
+"""`python -m ihc_jax.bench data`: halftone synthesis and input pipeline speed.
+
+Prints, for square images of `--size` px on the default JAX device: AM
+halftone throughput (batched, jitted), error-diffusion throughput, and the
+train input pipeline's throughput on the demo source
+(`ihc_jax.input_pipeline.benchmark_pipeline`). Figures are medians over
+`--repeats` timed runs after one warm-up (compilation) run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from ihc_jax import halftone
+
+
+def _median_rate(fn: Callable[[jax.Array], jax.Array], images: jax.Array,
+                 repeats: int) -> float:
+  """Median images/s of `fn` on `images` over `repeats` runs after a warm-up."""
+  jax.block_until_ready(fn(images))
+  rates = []
+  for _ in range(repeats):
+    begin = time.perf_counter()
+    jax.block_until_ready(fn(images))
+    rates.append(images.shape[0] / (time.perf_counter() - begin))
+  return statistics.median(rates)
+
+
+def bench_am(batch: int, size: int, repeats: int, *, supersample: int = 4,
+             tone_curve: str = "official") -> float:
+  """Images/s of `synthesize` with the AM method (random period/angle)."""
+  config = halftone.default_halftone_config()
+  config.supersample = supersample
+  config.tone_curve = tone_curve
+  config.period_range = (2.5, 4.0)
+  key = jax.random.PRNGKey(0)
+  gray = jax.random.uniform(key, (batch, size, size, 1))
+  step = jax.jit(lambda g: halftone.synthesize(key, g, config))
+  return _median_rate(step, gray, repeats)
+
+
+def bench_error_diffusion(batch: int, size: int, repeats: int, *,
+                          kernel: str = "floyd_steinberg") -> float:
+  """Images/s of jitted `error_diffusion`."""
+  gray = jax.random.uniform(jax.random.PRNGKey(1), (batch, size, size, 1))
+  step = jax.jit(lambda g: halftone.error_diffusion(g, kernel=kernel))
+  return _median_rate(step, gray, repeats)
+
+
+def bench_pipeline(batch: int, size: int, num_batches: int,
+                   repeats: int) -> float | str:
+  """Median images/s of the demo train stream, or why it could not run."""
+  try:
+    from ihc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  except ImportError as error:
+    return f"skipped: ihc_jax.input_pipeline is not importable ({error})"
+  if not hasattr(input_pipeline, "benchmark_pipeline"):
+    return "skipped: ihc_jax.input_pipeline has no benchmark_pipeline()"
+  data_config = input_pipeline.default_data_config()
+  data_config.source = "demo"
+  data_config.image_size = size
+  data_config.batch_size = batch
+  rates = [input_pipeline.benchmark_pipeline(data_config, num_batches)
+           for _ in range(repeats)]
+  return statistics.median(rates)
+
+
+def main(argv: Sequence[str]) -> None:
+  """Runs the data benchmarks and prints one line per figure."""
+  parser = argparse.ArgumentParser(prog="python -m ihc_jax.bench data")
+  parser.add_argument("--size", type=int, default=256, help="image side (px)")
+  parser.add_argument("--batch", type=int, default=32, help="AM batch size")
+  parser.add_argument("--ed-batch", type=int, default=32,
+                      help="error-diffusion batch size")
+  parser.add_argument("--repeats", type=int, default=5, help="timed runs")
+  parser.add_argument("--pipeline-batches", type=int, default=20,
+                      help="batches per input-pipeline run")
+  parser.add_argument("--skip-pipeline", action="store_true")
+  args = parser.parse_args(list(argv))
+
+  device = jax.devices()[0]
+  print(f"device: {device.platform} ({device.device_kind}), "
+        f"{args.size}x{args.size} images, median of {args.repeats}")
+  for curve in ("official", "linear"):
+    rate = bench_am(args.batch, args.size, args.repeats, tone_curve=curve)
+    print(f"AM halftone ({curve} curve, 4x4 supersampling, batch "
+          f"{args.batch}): {rate:8.1f} images/s")
+  rate = bench_am(args.batch, args.size, args.repeats, supersample=1)
+  print(f"AM halftone (binary / no supersampling, batch {args.batch}): "
+        f"{rate:8.1f} images/s")
+  for kernel in ("floyd_steinberg", "jarvis"):
+    rate = bench_error_diffusion(args.ed_batch, args.size, args.repeats,
+                                 kernel=kernel)
+    print(f"error diffusion ({kernel}, batch {args.ed_batch}): "
+          f"{rate:8.1f} images/s")
+  if args.skip_pipeline:
+    return
+  rate = bench_pipeline(args.batch, args.size, args.pipeline_batches,
+                        args.repeats)
+  if isinstance(rate, str):
+    print(f"input pipeline (demo): {rate}")
+  else:
+    print(f"input pipeline (demo, batch {args.batch}): {rate:8.1f} images/s")
