@@ -1,0 +1,12 @@
+"""Evaluation networks and statistics: LPIPS, FID InceptionV3, FID/KID.
+
+* `ihc_jax.eval.lpips`: LPIPS v0.1 (VGG16 / AlexNet) distance, `load_lpips`.
+* `ihc_jax.eval.inception`: the pytorch-fid InceptionV3, `inception_features`,
+  `load_inception`.
+* `ihc_jax.eval.fid`: `feature_statistics`, `frechet_distance`,
+  `kernel_inception_distance`.
+* `ihc_jax.eval.weights_io`: `MissingWeightsError` and the weight-file helpers.
+
+Weights are converted once by `ihc_jax.tools.convert_eval_weights`; see
+docs/evaluation.md.
+"""
