@@ -103,7 +103,7 @@ def rgb_to_lab(rgb: jnp.ndarray) -> jnp.ndarray:
   return jnp.stack([lightness, a, b], axis=-1)
 
 
-def lab_to_rgb(lab: jnp.ndarray) -> jnp.ndarray:
+def lab_to_rgb(lab: jnp.ndarray, *, clip: bool = True) -> jnp.ndarray:
   """CIE Lab (D65) -> sRGB, clipped to [0, 1].
 
   As in `skimage.color.lab2rgb`, a negative z (out-of-gamut b) is clipped to 0
@@ -111,9 +111,11 @@ def lab_to_rgb(lab: jnp.ndarray) -> jnp.ndarray:
 
   Args:
     lab: [..., 3] (L, a, b).
+    clip: clip the result to [0, 1]; False shows out-of-gamut colours as
+      values outside [0, 1].
 
   Returns:
-    [..., 3] float32 sRGB in [0, 1].
+    [..., 3] float32 sRGB ([0, 1] when clipped).
   """
   lab = jnp.asarray(lab, jnp.float32)
   _check_channels(lab, 3, "lab_to_rgb")
@@ -128,4 +130,5 @@ def lab_to_rgb(lab: jnp.ndarray) -> jnp.ndarray:
   xyz = xyz * jnp.asarray(_WHITE_D65, jnp.float32)
   matrix = jnp.asarray(_RGB_FROM_XYZ, jnp.float32)
   linear = jnp.einsum("...k,ck->...c", xyz, matrix, precision="highest")
-  return jnp.clip(_linear_to_srgb(linear), 0.0, 1.0)
+  rgb = _linear_to_srgb(linear)
+  return jnp.clip(rgb, 0.0, 1.0) if clip else rgb
