@@ -21,11 +21,21 @@ def test_layer_names_follow_torchvision_features_order():
 
 
 def test_param_count_and_shapes_random_weights():
-  params = vgg.init_vgg19_params(jax.random.PRNGKey(0))
+  params = vgg.init_vgg19_params(0)
   assert set(params) == set(vgg.CONV_NAMES)
   n = sum(x.size for x in jax.tree_util.tree_leaves(params))
   assert n == 20_024_384  # torchvision vgg19 features
   assert params["conv4_4"]["kernel"].shape == (3, 3, 512, 512)
+
+
+def test_random_init_scale_kaiming_fan_out():
+  params = vgg.init_vgg19_params(0)
+  k = np.asarray(params["conv3_1"]["kernel"])
+  assert abs(k.std() - np.sqrt(2.0 / (9 * 256))) < 0.02 * k.std()
+  np.testing.assert_array_equal(params["conv3_1"]["bias"], 0.0)
+  img = jax.random.uniform(jax.random.PRNGKey(0), (1, 16, 16, 3))
+  feats = vgg.VGG19().apply({"params": params}, img, layers=("relu4_1",))
+  assert float(jnp.std(feats["relu4_1"])) > 0.05  # random features do not vanish
 
 
 def test_stops_at_deepest_layer_and_shapes():
@@ -36,7 +46,7 @@ def test_stops_at_deepest_layer_and_shapes():
   assert set(variables["params"]) == {"conv1_1", "conv1_2", "conv2_1"}
   shapes = jax.eval_shape(
       lambda: vgg.VGG19().apply(
-          {"params": vgg.init_vgg19_params(jax.random.PRNGKey(0))}, x,
+          {"params": vgg.init_vgg19_params(0)}, x,
           layers=("pool1", "relu4_1", "pool4")))
   assert shapes["pool1"].shape == (2, 16, 16, 64)
   assert shapes["relu4_1"].shape == (2, 4, 4, 512)
@@ -65,7 +75,7 @@ def test_normalizations_hand_values():
 
 
 def test_gray_input_equals_replicated_rgb():
-  params = vgg.init_vgg19_params(jax.random.PRNGKey(1))
+  params = vgg.init_vgg19_params(1)
   gray = jax.random.uniform(jax.random.PRNGKey(2), (1, 8, 8, 1))
   apply = lambda im: vgg.VGG19().apply({"params": params}, im, layers=("relu1_2",))
   np.testing.assert_allclose(apply(gray)["relu1_2"],
@@ -73,7 +83,7 @@ def test_gray_input_equals_replicated_rgb():
 
 
 def test_conv1_1_matches_hand_convolution():
-  params = vgg.init_vgg19_params(jax.random.PRNGKey(3))
+  params = vgg.init_vgg19_params(3)
   img = np.random.RandomState(0).rand(1, 5, 5, 3).astype(np.float32)
   out = vgg.VGG19(normalization="none").apply(
       {"params": params}, img, layers=("conv1_1",))["conv1_1"]

@@ -70,6 +70,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 NORMALIZATIONS = ("imagenet", "none", "caffe")
+_KERNEL_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 CONVERTER_COMMAND = (
     "python -m ihc_jax.tools.convert_weights --network vgg19 "
     "--input vgg19-dcbb9e9d.pth --output vgg19.npz")
@@ -136,8 +137,10 @@ class VGG19(nn.Module):
     out = {}
     for name in LAYER_NAMES[:last + 1]:
       if name.startswith("conv"):
+        # torchvision's VGG init (kaiming normal, fan_out): random features
+        # keep their scale, unlike Flax's default LeCun init.
         x = nn.Conv(CONV_CHANNELS[name], (3, 3), padding=((1, 1), (1, 1)),
-                    name=name)(x)
+                    kernel_init=_KERNEL_INIT, name=name)(x)
       elif name.startswith("relu"):
         x = nn.relu(x)
       else:
@@ -147,19 +150,30 @@ class VGG19(nn.Module):
     return out
 
 
-def init_vgg19_params(rng: jax.Array) -> dict[str, Any]:
+def init_vgg19_params(seed: int = 0) -> dict[str, Any]:
   """Randomly initialised VGG19 params (all 16 convs), for tests and demos.
 
+  Same distribution as `VGG19.init` (and torchvision's VGG init): kernels
+  N(0, 2 / fan_out), zero biases, so activations keep their scale through the
+  ReLU stack instead of vanishing. Drawn with NumPy from `seed`: generating
+  20M numbers with NumPy takes well under a second on a CPU, many times less
+  than `jax.random` plus a compiled `init`.
+
   Args:
-    rng: a `jax.random` key.
+    seed: integer seed.
 
   Returns:
-    The `params` collection: {"conv1_1": {"kernel", "bias"}, ...}.
+    The `params` collection: {"conv1_1": {"kernel", "bias"}, ...} (jax arrays).
   """
-  dummy = jnp.zeros((1, 32, 32, 3), jnp.float32)
-  # jit: one compiled init is faster than eager initialisation of 20M weights.
-  init = jax.jit(lambda key: VGG19().init(key, dummy, layers=("relu5_4",)))
-  return init(rng)["params"]
+  rng = np.random.default_rng(seed)
+  params = {}
+  for name, shapes in vgg19_param_shapes().items():
+    h, w, _, out_channels = shapes["kernel"]
+    std = np.sqrt(2.0 / (h * w * out_channels)).astype(np.float32)
+    kernel = rng.standard_normal(shapes["kernel"], dtype=np.float32) * std
+    params[name] = {"kernel": jnp.asarray(kernel),
+                    "bias": jnp.zeros(shapes["bias"], jnp.float32)}
+  return params
 
 
 def vgg19_param_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
@@ -268,4 +282,4 @@ def load_vgg19_params(perceptual_config: Any, *, seed: int = 0) -> dict[str, Any
       "VGG19 features are RANDOM (perceptual.random_features=True, "
       "perceptual.vgg19_weights=%r not found): perceptual/style/structure "
       "losses do not use ImageNet features.", path)
-  return init_vgg19_params(jax.random.PRNGKey(seed))
+  return init_vgg19_params(seed)
