@@ -10,12 +10,11 @@ mean((S(output) - S(target))^2) over the N^2 entries.
 Memory. S is 4096 x 4096 float32 = 64 MiB per image, and the difference,
 its square and the backward pass would each hold another such array. The
 loss therefore walks over blocks of `chunk_rows` rows: the block
-S_out[r] - S_tgt[r] is computed as one product [X_out[r] | X_tgt[r]] @
-[X_out | -X_tgt]^T, squared and summed, inside `jax.checkpoint` under
-`jax.lax.map`, so neither the forward nor the backward pass ever keeps more
-than one [B, chunk_rows, N] block (plus the [B, N, C] patch vectors). With
-chunk_rows = 256 that block is 256 * 4096 * 4 B = 4 MiB per image instead of
-64 MiB (see docs/losses.md for the measured compiled temp sizes). The result
+S_out[r] - S_tgt[r] = X_out[r] X_out^T - X_tgt[r] X_tgt^T is computed,
+squared and summed inside `jax.checkpoint` under `jax.lax.map`, so neither
+the forward nor the backward pass keeps more than a few [B, chunk_rows, N]
+blocks (plus the [B, N, C] patch vectors). With chunk_rows = 256 a block is
+256 * 4096 * 4 B = 4 MiB per image instead of 64 MiB (see docs/losses.md for the measured compiled temp sizes). The result
 equals the unchunked one (zero rows pad N to a multiple of chunk_rows and
 contribute exactly 0).
 """
@@ -97,17 +96,20 @@ def self_similarity_loss(output: jax.Array, target: jax.Array, *,
     return _common.reduce(jnp.mean(jnp.square(diff), axis=(1, 2)), reduction)
   if chunk_rows < 1:
     raise ValueError(f"self_similarity_loss: chunk_rows must be >= 1, got {chunk_rows}")
-  # S_out[r] - S_tgt[r] = [X_out[r] | X_tgt[r]] @ [X_out | -X_tgt]^T.
-  left = jnp.concatenate([x_out, x_tgt], axis=-1)
-  right = jnp.concatenate([x_out, -x_tgt], axis=-1)
   n_chunks = -(-n // chunk_rows)
-  left = jnp.pad(left, ((0, 0), (0, n_chunks * chunk_rows - n), (0, 0)))
-  blocks = jnp.moveaxis(left.reshape(batch, n_chunks, chunk_rows, -1), 1, 0)
+  pad = ((0, 0), (0, n_chunks * chunk_rows - n), (0, 0))
+
+  def as_blocks(x):  # [B, N, C] -> [n_chunks, B, chunk_rows, C], zero-padded
+    x = jnp.pad(x, pad).reshape(batch, n_chunks, chunk_rows, -1)
+    return jnp.moveaxis(x, 1, 0)
 
   @jax.checkpoint
   def block_sum(rows):
-    return jnp.sum(jnp.square(jnp.einsum("brc,bmc->brm", rows, right)),
-                   axis=(1, 2))
+    rows_out, rows_tgt = rows
+    diff = (jnp.einsum("brc,bmc->brm", rows_out, x_out)
+            - jnp.einsum("brc,bmc->brm", rows_tgt, x_tgt))
+    return jnp.sum(jnp.square(diff), axis=(1, 2))
 
-  per_example = jnp.sum(jax.lax.map(block_sum, blocks), axis=0) / (n * n)
+  block_sums = jax.lax.map(block_sum, (as_blocks(x_out), as_blocks(x_tgt)))
+  per_example = jnp.sum(block_sums, axis=0) / (n * n)
   return _common.reduce(per_example, reduction)
