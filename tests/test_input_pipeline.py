@@ -100,7 +100,7 @@ def test_resume_skips_without_decoding(flat_folder, monkeypatch):
   calls = []
   real = input_pipeline.decode_image
   monkeypatch.setattr(input_pipeline, "decode_image",
-                      lambda data: calls.append(1) or real(data))
+                      lambda *args: calls.append(1) or real(*args))
   train, _ = input_pipeline.create_datasets(config, seed=0, start_step=10**6)
   next(train.as_numpy_iterator())
   # A million skipped elements, yet only a few (prefetched) decodes.
@@ -211,6 +211,15 @@ def test_decode_gray_rgba_and_16_bit(tmp_path):
   np.testing.assert_array_equal(decoded["rgba"][0, 0], [255, 204, 204])
   np.testing.assert_allclose(decoded["deep"], 32768 / 65535, rtol=1e-6)
   assert decoded["deep"].shape == (4, 4, 3)
+
+
+def test_jpeg_draft_decoding_keeps_the_short_side(tmp_path):
+  Image.fromarray(np.full((64, 96, 3), 90, np.uint8)).save(
+      tmp_path / "big.jpg")
+  data = (tmp_path / "big.jpg").read_bytes()
+  # A 1/4-scale decode keeps the short side at 16 >= 13; 1/8 would give 8.
+  assert input_pipeline.decode_image(data, 13).shape == (16, 24, 3)
+  assert input_pipeline.decode_image(data).shape == (64, 96, 3)
 
 
 def test_resize_short_side_and_antialias():
