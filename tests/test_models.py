@@ -1,0 +1,285 @@
+"""Tests of the IHC networks: sizes, shapes, modes, noise map, layer conventions.
+
+Full-size networks are only traced (`jax.eval_shape`); tiny variants from
+`tiny_model_config()` are initialised with random weights and run.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ihc_jax import models
+from ihc_jax import weights
+from ihc_jax.models import layers
+
+KEY = jax.random.PRNGKey(0)
+
+
+def _count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
+
+
+def _inputs(name, size, batch=1, nz=8):
+  image = lambda c: jnp.zeros((batch, size, size, c), jnp.float32)
+  code = jnp.zeros((batch, nz), jnp.float32)
+  return {
+      "ihn": ((image(1), image(nz)), {"train": False}),
+      "generator": ((image(1), image(1), code), {"train": False}),
+      "encoder": ((image(3),), {}),
+      "discriminator": ((image(3), code), {"train": False}),
+      "fusion": ((image(3), image(3)), {}),
+  }[name]
+
+
+# Parameter counts of the official PyTorch modules (original-code.md §3).
+@pytest.mark.parametrize("name,expected_params,expected_out", [
+    ("ihn", 41_095_681, [(2, 256, 256, 1)] * 3),
+    ("generator", 30_254_467, [(2, 256, 256, 3)]),
+    ("encoder", 5_361_296, [(2, 8), (2, 8)]),
+    ("discriminator", 3_473_954, [(2, 30, 30, 1), (2, 14, 14, 1)]),
+    ("fusion", 241_795, [(2, 256, 256, 3)]),
+])
+def test_full_size_param_counts_and_shapes(name, expected_params, expected_out):
+  model = models.build(name, models.default_model_config())
+  args, kwargs = _inputs(name, 256, batch=2)
+  variables = jax.eval_shape(lambda *a: model.init(KEY, *a, **kwargs), *args)
+  assert _count(variables["params"]) == expected_params
+  if name == "ihn":
+    assert _count(variables["params"]["content"]) == 40_356_993
+  out = jax.eval_shape(lambda v, *a: model.apply(v, *a, **kwargs), variables, *args)
+  shapes = [o.shape for o in jax.tree_util.tree_leaves(out)]
+  assert shapes == expected_out
+
+
+def test_noise_map_official_identical_channels_std_17():
+  noise = models.make_noise_map(KEY, 2, 64, 64)
+  assert noise.shape == (2, 64, 64, 8) and noise.dtype == jnp.float32
+  np.testing.assert_array_equal(noise, jnp.broadcast_to(noise[..., :1], noise.shape))
+  interior = np.asarray(noise[:, 1:-1, 1:-1, 0])
+  # sqrt(8 channels * (1+4+1+4+16+4+1+4+1)) = sqrt(288) = 16.97.
+  assert abs(interior.std() - np.sqrt(288.0)) < 0.6
+  # A corner sees 4 of the 9 taps: sqrt(8 * (16+4+4+1)) = 14.1.
+  corners = np.asarray(noise[:, [0, 0, -1, -1], [0, -1, 0, -1], 0])
+  assert corners.shape == (2, 4)
+
+
+def test_filter_noise_on_a_delta_is_the_kernel():
+  raw = jnp.zeros((1, 5, 5, 8)).at[0, 2, 2, 3].set(1.0)
+  official = models.filter_noise(raw, variant="official")
+  kernel = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32)
+  for c in range(8):
+    np.testing.assert_array_equal(official[0, 1:4, 1:4, c], kernel)
+  assert float(jnp.abs(official).sum()) == 8 * 16
+  clean = models.filter_noise(raw, variant="clean")
+  np.testing.assert_allclose(clean[0, 1:4, 1:4, 3], kernel / 16)
+  assert float(jnp.abs(clean[..., :3]).sum() + jnp.abs(clean[..., 4:]).sum()) == 0.0
+
+
+def test_noise_map_clean_independent_channels():
+  noise = models.make_noise_map(KEY, 1, 64, 64, variant="clean")
+  assert not np.allclose(noise[..., 0], noise[..., 1])
+  # sqrt(36) / 16 = 0.375 in the interior.
+  assert abs(float(noise[:, 1:-1, 1:-1].std()) - 0.375) < 0.02
+  with pytest.raises(ValueError, match="variant"):
+    models.make_noise_map(KEY, 1, 8, 8, variant="gauss")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  return models.tiny_model_config()
+
+
+def _eval_fn(net):
+  return jax.jit(functools.partial(net.apply, train=False))
+
+
+def _train_fn(net):
+  """Jitted training-mode apply: (variables, dropout seed, *inputs) -> (out, updates)."""
+  def run(variables, seed, *args):
+    return net.apply(variables, *args, train=True,
+                     rngs={"dropout": jax.random.PRNGKey(seed)}, mutable=["batch_stats"])
+  return jax.jit(run)
+
+
+def test_tiny_ihn_forward_and_modes(tiny):
+  net = models.build("ihn", tiny)
+  halftone = jax.random.bernoulli(KEY, 0.5, (2, 64, 64, 1)).astype(jnp.float32)
+  noise = models.make_noise_map(KEY, 2, 64, 64)
+  # Random weights (numpy), not trained ones.
+  variables = weights.random_variables(net, halftone, noise, train=False)
+  content, detail, out = _eval_fn(net)(variables, halftone, noise)
+  assert content.shape == detail.shape == out.shape == (2, 64, 64, 1)
+  np.testing.assert_allclose(out, content + detail, atol=1e-6)
+  assert float(jnp.max(jnp.abs(content))) <= 1.0  # tanh-bounded content
+  assert float(jnp.std(detail)) > 0  # the detail branch contributes
+  # Training: dropout (dense bottleneck) depends on the rng; BN stats update.
+  train = _train_fn(net)
+  (_, _, out_a), updates = train(variables, 1, halftone, noise)
+  (_, _, out_b), _ = train(variables, 2, halftone, noise)
+  assert not np.allclose(out_a, out_b)
+  old = variables["batch_stats"]["content"]["down_norm_1"]["mean"]
+  new = updates["batch_stats"]["content"]["down_norm_1"]["mean"]
+  assert not np.allclose(old, new)
+
+
+def test_tiny_generator_shapes_dropout_and_bad_sizes(tiny):
+  net = models.build("generator", tiny)
+  x = jax.random.uniform(KEY, (1, 64, 64, 1))
+  edge = jnp.zeros((1, 64, 64, 1))
+  z = jax.random.normal(KEY, (1, 8))
+  variables = weights.random_variables(net, x, edge, z, train=False)  # random weights
+  apply = _eval_fn(net)
+  y = apply(variables, x, edge, z)
+  assert y.shape == (1, 64, 64, 3)
+  assert float(jnp.max(jnp.abs(y))) <= 1.0
+  # The input is cat([x, z, edge]): 1 + 8 + 1 channels into the first conv.
+  assert variables["params"]["unet"]["down_0"]["kernel"].shape == (4, 4, 10, 4)
+  assert not np.allclose(y, apply(variables, x, edge, -z))  # z matters
+  # One dropout level (level 4 of 6).
+  train = _train_fn(net)
+  assert not np.allclose(train(variables, 1, x, edge, z)[0], train(variables, 2, x, edge, z)[0])
+  with pytest.raises(ValueError, match="multiples of 64"):
+    net.apply(variables, x[:, :48], edge[:, :48], z, train=False)
+  with pytest.raises(ValueError, match="z must be"):
+    net.apply(variables, x, edge, z[:, :4], train=False)
+
+
+@pytest.mark.parametrize("height,width", [(32, 32), (64, 32)])
+def test_tiny_encoder_other_sizes(tiny, height, width):
+  net = models.build("encoder", tiny)
+  image = jax.random.uniform(KEY, (2, height, width, 3))
+  variables = weights.random_variables(net, image)  # random weights
+  mu, logvar = jax.jit(net.apply)(variables, image)
+  assert mu.shape == logvar.shape == (2, 8)
+  assert not np.allclose(mu[0], mu[1])  # depends on the image
+  # 4 ngf channels x (H/32) x (W/32) pooled cells feed each head.
+  assert variables["params"]["mu"]["kernel"].shape == (32 * (height // 32) * (width // 32), 8)
+  with pytest.raises(ValueError, match="multiples of 32"):
+    jax.eval_shape(net.init, KEY, image[:, :16])
+
+
+def test_sample_latent():
+  mu = jnp.array([[1.0, -2.0]])
+  logvar = jnp.array([[0.0, 2.0 * np.log(3.0)]])
+  eps = jax.random.normal(KEY, (1, 2))
+  z = models.sample_latent(KEY, mu, logvar)
+  np.testing.assert_allclose(z, mu + eps * jnp.array([[1.0, 3.0]]), rtol=1e-6)
+
+
+def test_tiny_discriminator_scales(tiny):
+  net = models.build("discriminator", tiny)
+  image = jax.random.uniform(KEY, (2, 64, 64, 3))
+  z = jax.random.normal(KEY, (2, 8))
+  variables = weights.random_variables(net, image, z, train=False)  # random weights
+  outs = _eval_fn(net)(variables, image, z)
+  # n_layers=2: 64 -> 32 -> 16 -> 15 -> 14; scale 1 starts from 32.
+  assert [o.shape for o in outs] == [(2, 14, 14, 1), (2, 6, 6, 1)]
+  assert variables["params"]["scale_1"]["conv_0"]["kernel"].shape == (4, 4, 11, 4)
+  _, updates = _train_fn(net)(variables, 0, image, z)
+  assert not np.allclose(updates["batch_stats"]["scale_0"]["norm_1"]["var"],
+                         variables["batch_stats"]["scale_0"]["norm_1"]["var"])
+
+
+def test_tiny_fusion_real_init(tiny):
+  net = models.build("fusion", tiny)
+  a = jax.random.uniform(KEY, (1, 16, 16, 3))
+  variables = jax.jit(net.init)(KEY, a, a)
+  kernel = variables["params"]["conv_in"]["kernel"]
+  assert kernel.shape == (7, 7, 6, 8)
+  # PyTorch's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = 6 * 49.
+  assert float(jnp.max(jnp.abs(kernel))) <= 1 / np.sqrt(294)
+  assert float(jnp.max(jnp.abs(kernel))) > 0.8 / np.sqrt(294)
+  assert "bias" not in variables["params"]["block_0"]["conv1"]
+  assert jax.jit(net.apply)(variables, a, 1 - a).shape == (1, 16, 16, 3)
+  with pytest.raises(ValueError, match="differ in shape"):
+    net.apply(variables, a, a[:, :8])
+
+
+def test_build_every_network_and_errors(tiny):
+  built = {name: models.build(name, tiny) for name in models.NETWORKS}
+  assert type(built["ihn"]).__name__ == "InverseHalftoneNet"
+  assert built["histogram"].bins == 8
+  assert type(built["vgg19"]).__name__ == "VGG19"
+  assert built["generator"].ngf == 4  # from the tiny section, not the defaults
+  with pytest.raises(ValueError, match="unknown network"):
+    models.build("lpips", tiny)
+  with pytest.raises(ValueError, match="bad config"):
+    models.build("fusion", {"widths": 3})
+
+
+def test_layer_helpers_hand_computed():
+  x = jnp.arange(4.0).reshape(1, 2, 2, 1)  # [[0, 1], [2, 3]]
+  up = layers.upsample_bilinear_2x(x)[0, ..., 0]
+  # Half-pixel centres: first row 0, 0.25, 0.75, 1 (clamped at the border).
+  np.testing.assert_allclose(up[0], [0.0, 0.25, 0.75, 1.0])
+  pooled = layers.avg_pool_exclude_pad(x, 3, 2, 1)
+  # Only the real pixels count: the single window covers all four -> 1.5.
+  np.testing.assert_allclose(pooled[0, 0, 0, 0], 1.5)
+  padded = layers.reflect_pad(jnp.arange(3.0).reshape(1, 1, 3, 1).repeat(2, 1), 1)
+  np.testing.assert_array_equal(padded[0, 1, :, 0], [1, 0, 1, 2, 1])
+  normed = layers.instance_norm(jnp.array([[[[1.0], [3.0]]]]))
+  np.testing.assert_allclose(normed[0, 0, :, 0], [-1, 1], atol=1e-5)
+
+
+def _torch_conventions_check(torch):
+  """Each torch layer vs our layer with converted weights; returns max diffs."""
+  from ihc_jax.tools import convert_weights
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, 8, 8, 5)).astype(np.float32)
+  xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+  to_nhwc = lambda t: t.detach().numpy().transpose(0, 2, 3, 1)
+  diffs = {}
+
+  conv = torch.nn.Conv2d(5, 3, 4, stride=2, padding=1)
+  ours = layers.Conv2d(3, 4, stride=2, padding=1)
+  spec = [convert_weights.LayerMap("conv", "c", ("c",))]
+  params = convert_weights.apply_spec(
+      {f"c.{k}": v.detach().numpy() for k, v in conv.state_dict().items()}, spec)["params"]["c"]
+  diffs["conv"] = np.abs(to_nhwc(conv(xt)) - ours.apply({"params": params}, x)).max()
+
+  bn = torch.nn.BatchNorm2d(5).eval()
+  with torch.no_grad():
+    bn.weight.uniform_(0.5, 1.5)
+    bn.bias.uniform_(-1, 1)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+  spec = [convert_weights.LayerMap("bn", "b", ("b",))]
+  converted = convert_weights.apply_spec(
+      {f"b.{k}": v.detach().numpy() for k, v in bn.state_dict().items()}, spec)
+  variables = {"params": converted["params"]["b"], "batch_stats": converted["batch_stats"]["b"]}
+  ours = layers.batch_norm(False, "b")
+  diffs["batch_norm"] = np.abs(to_nhwc(bn(xt)) - ours.apply(variables, x)).max()
+
+  diffs["reflect_pad"] = np.abs(
+      to_nhwc(torch.nn.ReflectionPad2d(3)(xt)) - layers.reflect_pad(jnp.asarray(x), 3)).max()
+  up = torch.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+  diffs["upsample"] = np.abs(to_nhwc(up(xt)) - layers.upsample_bilinear_2x(jnp.asarray(x))).max()
+  pool = torch.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+  diffs["avg_pool"] = np.abs(
+      to_nhwc(pool(xt)) - layers.avg_pool_exclude_pad(jnp.asarray(x), 3, 2, 1)).max()
+  diffs["instance_norm"] = np.abs(
+      to_nhwc(torch.nn.InstanceNorm2d(5)(xt)) - layers.instance_norm(jnp.asarray(x))).max()
+
+  # Linear after flattening an NCHW map (E's heads) vs our NHWC flatten.
+  linear = torch.nn.Linear(5 * 8 * 8, 4)
+  spec = [convert_weights.LayerMap("linear_nchw", "fc", ("fc",), channels=5)]
+  params = convert_weights.apply_spec(
+      {f"fc.{k}": v.detach().numpy() for k, v in linear.state_dict().items()}, spec)["params"]["fc"]
+  diffs["linear_nchw"] = np.abs(
+      linear(xt.reshape(2, -1)).detach().numpy()
+      - layers.Linear(4).apply({"params": params}, jnp.asarray(x).reshape(2, -1))).max()
+  return diffs
+
+
+def test_layer_conventions_match_torch():
+  torch = pytest.importorskip("torch")
+  torch.manual_seed(0)
+  with torch.no_grad():
+    diffs = _torch_conventions_check(torch)
+  assert set(diffs) == {"conv", "batch_norm", "reflect_pad", "upsample", "avg_pool",
+                        "instance_norm", "linear_nchw"}
+  for name, value in diffs.items():
+    assert value <= 1e-5, (name, value)
