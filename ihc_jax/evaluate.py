@@ -1,0 +1,472 @@
+"""The paper's evaluation of a trained pipeline: PSNR/SSIM, Diversity, FID.
+
+    python -m ihc_jax.evaluate --config=configs/fusion.py --workdir=/runs/chain \
+        --lpips_weights=weights/lpips_vgg.npz \
+        --inception_weights=weights/inception_fid.npz
+
+`--config` is the training config (its `data` section names the held-out
+split, its `halftone` section how test halftones are made); `--workdir` is
+anything `ihc_jax.inference.Pipeline.load` reads (a chained training workdir
+or a folder of converted official weights). Results go to
+`<output_dir or workdir>/eval_results.{md,json}`.
+
+Per held-out image I (gray g, halftone h = synthesize(g)) the pipeline makes
+the three colorization schemes of the paper:
+
+* recovery: the code of I itself (E(I)) -> PSNR / SSIM against I;
+* reference: `num_references` codes of other colour references;
+* random: `num_random` codes z ~ N(0, I) -> Diversity, the mean LPIPS over
+  pairs of random colorizations of the same input (paper: 1900 pairs);
+
+and FID (plus KID) compares the colorizations of all three schemes with the
+real images (paper: 330 test images x 9 = 2970 results; the defaults here,
+1 + 4 + 4 per image, give the same count). Rows: the full pipeline (F), the
+IHN->C and C->IHN paths alone (from the same runs), and "IHN + exemplar
+transfer", the IHN gray colorized by `ihc_jax.exemplar.exemplar_transfer`,
+which needs no trained colorizer (its random scheme uses random references).
+The IHN gray is also scored against the true gray. Outputs are clipped to
+[0, 1] before scoring, as when saved.
+
+A metric whose network weights are missing is reported as missing (with the
+file and the converter command) and the others still run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ihc_jax import color
+from ihc_jax import metrics
+from ihc_jax.eval import fid as fid_lib
+from ihc_jax.eval import inception as inception_lib
+from ihc_jax.eval import lpips as lpips_lib
+from ihc_jax.eval import weights_io
+
+logger = logging.getLogger(__name__)
+
+RESULTS_JSON = "eval_results.json"
+RESULTS_MD = "eval_results.md"
+# (key, title); keys are also the JSON row ids.
+ROWS = (
+    ("full", "Full pipeline (IHN + C + F)"),
+    ("ihn_c", "IHN -> C only"),
+    ("c_ihn", "C -> IHN only"),
+    ("ihn_exemplar", "IHN + exemplar transfer (no trained colorizer)"),
+)
+
+
+def default_settings() -> ml_collections.ConfigDict:
+  """Evaluation settings and their defaults (read from `config.eval`).
+
+  Returns:
+    ConfigDict with fields:
+      num_images: held-out images to use; -1 -> all of the eval split.
+      batch_size: images per pipeline call; 0 -> data.eval_batch_size.
+      num_random: random codes per image (>= 2 for Diversity).
+      num_references: reference codes per image (other images' references).
+      diversity_pairs: LPIPS pairs averaged for Diversity (paper: 1900).
+      seed: seeds halftones, codes and reference choice.
+      lpips_weights / lpips_net / inception_weights: metric weight files.
+      inception_batch_size: images per Inception forward pass.
+      kid_subsets / kid_subset_size: KID settings (size clipped to the data).
+      exemplar_samples: `num_samples` of the exemplar-transfer baseline.
+  """
+  settings = ml_collections.ConfigDict()
+  settings.num_images = -1
+  settings.batch_size = 0
+  settings.num_random = 4
+  settings.num_references = 4
+  settings.diversity_pairs = 1900
+  settings.seed = 0
+  settings.lpips_weights = ""
+  settings.lpips_net = "vgg"
+  settings.inception_weights = ""
+  settings.inception_batch_size = 50
+  settings.kid_subsets = 100
+  settings.kid_subset_size = 1000
+  settings.exemplar_samples = 200
+  return settings
+
+
+def settings_from_config(config: Any, **overrides: Any
+                         ) -> ml_collections.ConfigDict:
+  """Defaults, updated by the matching fields of `config.eval`, then overrides.
+
+  Args:
+    config: the training config (its `eval` section may hold any field of
+      `default_settings`), or None.
+    **overrides: values that win over the config (None values are ignored).
+
+  Returns:
+    The settings ConfigDict.
+  """
+  settings = default_settings()
+  section = config.get("eval", {}) if config is not None else {}
+  for key in settings.keys():
+    if key in section and section[key] is not None:
+      settings[key] = section[key]
+  for key, value in overrides.items():
+    if value is not None:
+      settings[key] = value
+  if settings.num_random < 0 or settings.num_references < 0:
+    raise ValueError("eval.num_random and eval.num_references must be >= 0")
+  return settings
+
+
+def load_metric_networks(settings: ml_collections.ConfigDict
+                         ) -> tuple[Any, Any, dict[str, str]]:
+  """Loads LPIPS and Inception; a missing file is recorded, not fatal.
+
+  Args:
+    settings: from `settings_from_config`.
+
+  Returns:
+    (lpips (net, variables) or None, inception variables or None,
+     missing: metric name -> message naming the file and the converter).
+  """
+  missing = {}
+  lpips_net = None
+  inception = None
+  try:
+    lpips_net = lpips_lib.load_lpips(settings)
+  except weights_io.MissingWeightsError as e:
+    missing["Diversity (LPIPS)"] = str(e)
+  try:
+    inception = inception_lib.load_inception(settings)
+  except weights_io.MissingWeightsError as e:
+    missing["FID/KID (InceptionV3)"] = str(e)
+  return lpips_net, inception, missing
+
+
+def load_eval_images(config: Any, num_images: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """The held-out images and their references from `config.data`.
+
+  Args:
+    config: training config with a `data` section.
+    num_images: how many; -1 -> all.
+
+  Returns:
+    (images [N,S,S,3], references [N,S,S,3]) float32 in [0, 1].
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")
+  from ihc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  _, eval_ds = input_pipeline.create_datasets(
+      config.data, seed=int(config.get("seed", 0)), process_index=0,
+      process_count=1)
+  images, references = [], []
+  count = 0
+  for batch in eval_ds.as_numpy_iterator():
+    images.append(batch["image"])
+    references.append(batch["reference"])
+    count += len(batch["image"])
+    if 0 <= num_images <= count:
+      break
+  if not images:
+    raise ValueError("the eval split of config.data is empty")
+  images = np.concatenate(images)
+  references = np.concatenate(references)
+  if num_images >= 0:
+    images, references = images[:num_images], references[:num_images]
+  return images.astype(np.float32), references.astype(np.float32)
+
+
+class _Row:
+  """Running sums of one table row."""
+
+  def __init__(self):
+    self.psnr: list[float] = []
+    self.ssim: list[float] = []
+    self.pairs: list[float] = []
+    self.features: list[np.ndarray] = []
+    self.num_generated = 0
+
+
+def _clip(x: Any) -> np.ndarray:
+  return np.clip(np.asarray(x, np.float32), 0.0, 1.0)
+
+
+def _finite_or_none(value: float) -> float | None:
+  return float(value) if value is not None and math.isfinite(value) else None
+
+
+def evaluate(config: Any, workdir: str, *, pipeline: Any = None,
+             images: np.ndarray | None = None,
+             references: np.ndarray | None = None,
+             output_dir: str | None = None,
+             **overrides: Any) -> dict[str, Any]:
+  """Evaluates a trained pipeline and writes eval_results.{md,json}.
+
+  Args:
+    config: the training config (sections data, halftone, eval).
+    workdir: what `Pipeline.load` reads; also the default output folder.
+    pipeline: an already loaded pipeline (anything with the `colorize` of
+      `ihc_jax.inference.Pipeline`); None -> `Pipeline.load(workdir)`.
+    images: held-out images [N,S,S,3] in [0, 1]; None -> from config.data.
+    references: colour references [M,h,w,3] for the reference scheme; None ->
+      the eval split's references (with `images` given: the images, shifted).
+    output_dir: where to write the results; None -> `workdir`.
+    **overrides: settings (see `default_settings`) that win over config.eval.
+
+  Returns:
+    The results dict that is written to eval_results.json.
+  """
+  from ihc_jax import exemplar  # pylint: disable=g-import-not-at-top
+  from ihc_jax import halftone  # pylint: disable=g-import-not-at-top
+  settings = settings_from_config(config, **overrides)
+  if pipeline is None:
+    from ihc_jax import inference  # pylint: disable=g-import-not-at-top
+    pipeline = inference.Pipeline.load(workdir)
+  if images is None:
+    images, loaded_refs = load_eval_images(config, int(settings.num_images))
+    references = loaded_refs if references is None else references
+  images = np.asarray(images, np.float32)
+  if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
+    raise ValueError(f"images must be [N, H, W, 3] with N >= 1, got shape "
+                     f"{images.shape}")
+  if settings.num_images >= 0:
+    images = images[:settings.num_images]
+  if references is None:
+    references = np.roll(images, 1, axis=0)
+  references = np.asarray(references, np.float32)
+  lpips_net, inception, missing = load_metric_networks(settings)
+  if settings.num_random < 2:
+    missing.setdefault("Diversity (LPIPS)",
+                       "Diversity needs eval.num_random >= 2")
+
+  n = len(images)
+  batch_size = int(settings.batch_size)
+  if batch_size <= 0:
+    data = config.get("data", {}) if config is not None else {}
+    batch_size = int(data.get("eval_batch_size", 8))
+  rows = {key: _Row() for key, _ in ROWS}
+  gray_psnr, gray_ssim = [], []
+  real_features = []
+  pairs_left = int(settings.diversity_pairs)
+  rng = np.random.default_rng(int(settings.seed))
+  key = jax.random.PRNGKey(int(settings.seed))
+  halftone_config = config.get("halftone") if config is not None else None
+
+  def features(x: np.ndarray) -> np.ndarray | None:
+    if inception is None:
+      return None
+    return inception_lib.inception_features(
+        inception, x, batch_size=int(settings.inception_batch_size))
+
+  def score_generated(row: _Row, generated: np.ndarray) -> None:
+    row.num_generated += len(generated)
+    feats = features(generated)
+    if feats is not None:
+      row.features.append(feats)
+
+  def score_recovery(row: _Row, recovered: np.ndarray, truth: np.ndarray):
+    row.psnr += list(np.asarray(metrics.psnr(recovered, truth,
+                                             reduction="none")))
+    row.ssim += list(np.asarray(metrics.ssim(recovered, truth,
+                                             reduction="none")))
+    score_generated(row, recovered)
+
+  def score_random(row: _Row, samples: list[np.ndarray], budget: int) -> None:
+    for sample in samples:
+      score_generated(row, sample)
+    if lpips_net is None or budget <= 0:
+      return
+    net, variables = lpips_net
+    distances = []
+    for i, j in itertools.combinations(range(len(samples)), 2):
+      distances.append(np.asarray(lpips_lib.lpips_distance(
+          variables, samples[i], samples[j], net=net)))
+    if distances:
+      # Pair order: image by image, then sample pair (i, j).
+      per_image = np.stack(distances, axis=1).reshape(-1)
+      row.pairs += list(per_image[:budget])
+
+  for start in range(0, n, batch_size):
+    truth = images[start:start + batch_size]
+    b = len(truth)
+    key, ht_key, ex_key = jax.random.split(key, 3)
+    gray = np.asarray(color.rgb_to_gray(truth))
+    ht = np.asarray(halftone.synthesize(ht_key, gray, halftone_config))
+    seed = int(settings.seed) + start
+    result = pipeline.colorize(ht, truth, num_samples=int(settings.num_random),
+                               seed=seed, return_intermediates=True)
+    inter = result.intermediates
+    ihn_gray = _clip(inter["ihn_gray"])
+    gray_psnr += list(np.asarray(metrics.psnr(ihn_gray, gray,
+                                              reduction="none")))
+    gray_ssim += list(np.asarray(metrics.ssim(ihn_gray, gray,
+                                              reduction="none")))
+    real = features(truth)
+    if real is not None:
+      real_features.append(real)
+    # Recovery scheme.
+    score_recovery(rows["full"], _clip(result.reference), truth)
+    score_recovery(rows["ihn_c"], _clip(inter["ref_forward"]), truth)
+    score_recovery(rows["c_ihn"], _clip(inter["ref_inverse"]), truth)
+    score_recovery(rows["ihn_exemplar"], _clip(exemplar.exemplar_transfer(
+        ihn_gray, truth, num_samples=int(settings.exemplar_samples),
+        key=ex_key)), truth)
+    # Random scheme.
+    budget = pairs_left
+    randoms = [f"rand{k + 1}" for k in range(int(settings.num_random))]
+    score_random(rows["full"], [_clip(result.samples[:, k])
+                                for k in range(len(randoms))], budget)
+    score_random(rows["ihn_c"], [_clip(inter[f"{c}_forward"])
+                                 for c in randoms], budget)
+    score_random(rows["c_ihn"], [_clip(inter[f"{c}_inverse"])
+                                 for c in randoms], budget)
+    random_refs = []
+    for _ in randoms:
+      key, sub = jax.random.split(key)
+      picks = references[rng.integers(0, len(references), size=b)]
+      random_refs.append(_clip(exemplar.exemplar_transfer(
+          ihn_gray, picks, num_samples=int(settings.exemplar_samples),
+          key=sub)))
+    score_random(rows["ihn_exemplar"], random_refs, budget)
+    pairs_left -= min(budget, b * math.comb(len(randoms), 2))
+    # Reference scheme: other images' references.
+    for k in range(int(settings.num_references)):
+      index = (np.arange(start, start + b) + 1 + k) % len(references)
+      refs = references[index]
+      res = pipeline.colorize(ht, refs, num_samples=0, seed=seed + 1 + k,
+                              return_intermediates=True)
+      score_generated(rows["full"], _clip(res.reference))
+      score_generated(rows["ihn_c"], _clip(res.intermediates["ref_forward"]))
+      score_generated(rows["c_ihn"], _clip(res.intermediates["ref_inverse"]))
+      key, sub = jax.random.split(key)
+      score_generated(rows["ihn_exemplar"], _clip(exemplar.exemplar_transfer(
+          ihn_gray, refs, num_samples=int(settings.exemplar_samples),
+          key=sub)))
+    logger.info("evaluated %d / %d images", start + b, n)
+
+  results = {
+      "workdir": os.fspath(workdir),
+      "num_images": n,
+      "settings": settings.to_dict(),
+      "ihn_gray": {"psnr": _finite_or_none(np.mean(gray_psnr)),
+                   "ssim": _finite_or_none(np.mean(gray_ssim))},
+      "rows": [],
+      "missing": missing,
+  }
+  real = np.concatenate(real_features) if real_features else None
+  for key_name, title in ROWS:
+    row = rows[key_name]
+    entry = {"key": key_name, "method": title,
+             "psnr": _finite_or_none(np.mean(row.psnr)),
+             "ssim": _finite_or_none(np.mean(row.ssim)),
+             "diversity": (_finite_or_none(np.mean(row.pairs))
+                           if row.pairs else None),
+             "diversity_pairs": len(row.pairs),
+             "num_generated": row.num_generated,
+             "fid": None, "kid": None, "kid_std": None}
+    if real is not None and row.features:
+      fake = np.concatenate(row.features)
+      if len(real) >= 2 and len(fake) >= 2:
+        entry["fid"] = fid_lib.fid_from_features(real, fake)
+        size = min(int(settings.kid_subset_size), len(real), len(fake))
+        kid, kid_std = fid_lib.kernel_inception_distance(
+            real, fake, subsets=int(settings.kid_subsets), subset_size=size,
+            seed=int(settings.seed))
+        entry.update(kid=kid, kid_std=kid_std, kid_subset_size=size)
+    results["rows"].append(entry)
+  write_results(results, output_dir or os.fspath(workdir))
+  return results
+
+
+def _fmt(value: float | None, digits: int) -> str:
+  return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+  """The results as a Markdown table in the paper's columns."""
+  lines = [
+      f"# Evaluation of {results['workdir']}",
+      "",
+      f"{results['num_images']} held-out images. PSNR/SSIM: recovery scheme "
+      "vs ground truth. Diversity: mean LPIPS over pairs of random-scheme "
+      "colorizations of the same input. FID/KID: colorizations of all three "
+      "schemes vs the real images.",
+      "",
+      "| Method | PSNR↑ | SSIM↑ | Diversity↑ | FID↓ | KID↓ |",
+      "|---|---|---|---|---|---|",
+  ]
+  for row in results["rows"]:
+    lines.append(
+        f"| {row['method']} | {_fmt(row['psnr'], 4)} | {_fmt(row['ssim'], 4)} "
+        f"| {_fmt(row['diversity'], 4)} | {_fmt(row['fid'], 2)} "
+        f"| {_fmt(row['kid'], 4)} |")
+  gray = results["ihn_gray"]
+  lines += ["", f"IHN gray vs true gray: PSNR {_fmt(gray['psnr'], 4)} dB, "
+            f"SSIM {_fmt(gray['ssim'], 4)}."]
+  counts = ", ".join(f"{r['key']}: {r['num_generated']} images, "
+                     f"{r['diversity_pairs']} pairs" for r in results["rows"])
+  lines += ["", f"Generated per row: {counts}."]
+  if results["missing"]:
+    lines += ["", "## Missing metrics", ""]
+    for name, message in results["missing"].items():
+      lines.append(f"- {name}: {message}")
+  settings = results["settings"]
+  shown = {k: v for k, v in settings.items()}
+  lines += ["", "## Settings", "", "```", json.dumps(shown, indent=2,
+                                                     sort_keys=True), "```", ""]
+  return "\n".join(lines)
+
+
+def write_results(results: dict[str, Any], folder: str) -> None:
+  """Writes eval_results.json and eval_results.md into `folder`."""
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, RESULTS_JSON), "w") as f:
+    json.dump(results, f, indent=2, sort_keys=True)
+  with open(os.path.join(folder, RESULTS_MD), "w") as f:
+    f.write(results_markdown(results))
+
+
+def main(argv: Sequence[str]) -> None:
+  """Command-line entry point (flags are defined only when run as a script)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import app  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  values = flags.FLAGS
+  results = evaluate(
+      values.config, values.workdir, output_dir=values.output_dir,
+      lpips_weights=values.lpips_weights, lpips_net=values.lpips_net,
+      inception_weights=values.inception_weights,
+      num_images=values.num_images)
+  print(results_markdown(results))
+
+
+def _define_flags() -> None:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file(
+      "config", None, "The training config (data, halftone and eval sections).")
+  flags.DEFINE_string("workdir", None, "Trained pipeline: a chained workdir "
+                      "or a folder of converted official weights.")
+  flags.DEFINE_string("output_dir", None, "Where eval_results.{md,json} go "
+                      "(default: --workdir).")
+  flags.DEFINE_string("lpips_weights", None, "LPIPS .npz (overrides "
+                      "config.eval.lpips_weights).")
+  flags.DEFINE_enum("lpips_net", None, ["vgg", "alex"], "LPIPS backbone.")
+  flags.DEFINE_string("inception_weights", None, "FID Inception .npz "
+                      "(overrides config.eval.inception_weights).")
+  flags.DEFINE_integer("num_images", None, "Held-out images (-1: all).")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
+if __name__ == "__main__":
+  from absl import app as _app  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  _app.run(main)
