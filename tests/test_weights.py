@@ -90,6 +90,8 @@ def test_full_size_export_matches_official_names(network, num_keys, key, shape):
   state = convert_weights.export_state_dict(network, zeros)
   assert len(state) == num_keys
   assert state[key].shape == shape
+  tracked = [v for k, v in state.items() if k.endswith(".num_batches_tracked")]
+  assert all(v.shape == () for v in tracked)  # 0-d, as in torch
   weights.validate_variables(convert_weights.convert_state_dict(network, state), reference)
 
 

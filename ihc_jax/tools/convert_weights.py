@@ -286,7 +286,8 @@ def invert_spec(variables: Mapping[str, Any], spec: Sequence[LayerMap]) -> dict[
       out[f"{p}.weight"] = _nhwc_rows_to_nchw(_get(params, path + ("kernel",), p),
                                               layer.channels)
       out[f"{p}.bias"] = _get(params, path + ("bias",), p)
-  return {k: np.ascontiguousarray(v) for k, v in out.items()}
+  # np.ascontiguousarray would turn the 0-d num_batches_tracked into shape (1,).
+  return {k: np.require(v, requirements='C') for k, v in out.items()}
 
 
 def _section(network: str, cfg: ml_collections.ConfigDict | None) -> Any:
