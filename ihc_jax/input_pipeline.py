@@ -1,4 +1,4 @@
-"""tf.data input pipeline: colour photographs, references and pseudo ground truth.
+"""tf.data input pipeline: colour photos, references and pseudo ground truth.
 
 `create_datasets(data_config, seed=...)` returns (train, eval) tf.data
 datasets. Every element is a dict of per-host batches, NHWC float32 in [0, 1]:
@@ -43,7 +43,7 @@ import io
 import os
 import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from absl import logging
 import jax
@@ -275,7 +275,8 @@ def _random_crop_params(rng: np.random.Generator, shape: Sequence[int],
 
 
 def _center_crop_params(shape: Sequence[int], size: int) -> tuple[int, int]:
-  return int(round((shape[0] - size) / 2.0)), int(round((shape[1] - size) / 2.0))
+  return (int(round((shape[0] - size) / 2.0)),
+          int(round((shape[1] - size) / 2.0)))
 
 
 # --------------------------------------------------------------------------
@@ -475,7 +476,7 @@ def _indexed(kind: str, arg: str, image_size: int,
 def _build_sources(data_config: ml_collections.ConfigDict, process_index: int,
                    process_count: int) -> tuple[Any, Any, Any]:
   """Returns the host's (train, eval) sources and the reference source."""
-  size = data_config.image_size
+  size = int(data_config.image_size)
   cache = bool(data_config.get("cache", False))
   num_eval = int(data_config.get("num_eval", -1))
   eval_spec = data_config.get("eval_source")
@@ -737,19 +738,21 @@ def _finish(dataset: tf.data.Dataset, keys: Sequence[str], size: int,
 def _check_config(data_config: ml_collections.ConfigDict, process_count: int
                   ) -> tuple[int, int, int]:
   size = data_config.get("image_size")
-  if not isinstance(size, int) or size <= 0:
+  if (not isinstance(size, (int, np.integer)) or isinstance(size, bool)
+      or size <= 0):
     raise ValueError(f"data.image_size must be a positive int, got {size!r}")
   batches = []
   for field in ("batch_size", "eval_batch_size"):
     value = data_config.get(field)
-    if not isinstance(value, int) or value <= 0:
+    if (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+        or value <= 0):
       raise ValueError(f"data.{field} must be a positive int, got {value!r}")
     if value % process_count:
       raise ValueError(
           f"data.{field}={value} is the global batch and must be divisible "
           f"by the number of processes ({process_count})")
-    batches.append(value // process_count)
-  return size, batches[0], batches[1]
+    batches.append(int(value) // process_count)
+  return int(size), batches[0], batches[1]
 
 
 def create_datasets(

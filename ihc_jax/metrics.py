@@ -4,8 +4,9 @@ Both default to images in [0, 1] (`max_val=1.0`) and return float32. They are
 written to match scikit-image, the reference the paper tables are usually
 computed with:
 
-* `psnr` equals `skimage.metrics.peak_signal_noise_ratio(a, b, data_range=max_val)`
-  per image (mean squared error over H, W and C).
+* `psnr` equals
+  `skimage.metrics.peak_signal_noise_ratio(a, b, data_range=max_val)` per
+  image (mean squared error over H, W and C).
 * `ssim` equals `skimage.metrics.structural_similarity(a, b,
   gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
   data_range=max_val, channel_axis=-1)` per image: an 11x11 Gaussian window

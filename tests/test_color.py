@@ -20,7 +20,8 @@ def test_rgb_to_gray_is_itu_601_and_keeps_channel_axis():
   gray = np.asarray(color.rgb_to_gray(rgb))
   assert gray.shape == (4, 1)
   np.testing.assert_allclose(
-      gray[:, 0], [0.299, 0.587, 0.114, 0.299 * 0.2 + 0.587 * 0.4 + 0.114 * 0.6],
+      gray[:, 0],
+      [0.299, 0.587, 0.114, 0.299 * 0.2 + 0.587 * 0.4 + 0.114 * 0.6],
       atol=1e-7)
 
 
