@@ -151,25 +151,30 @@ def _am_coverage(tone: Array, period: Array, angle: Array, *,
   """White fraction of every pixel; tone [B,H,W,C], period/angle [B,1,1,C]."""
   _, height, width, _ = tone.shape
   s = supersample
-  offsets = (jnp.arange(s, dtype=jnp.float32) + 0.5) / s - 0.5
-  # Sub-pixel sample positions, pixel centres at integer coordinates.
-  ys = jnp.arange(height, dtype=jnp.float32)[:, None] + offsets[None, :]
-  xs = jnp.arange(width, dtype=jnp.float32)[:, None] + offsets[None, :]
-  ys = ys[None, :, None, :, None, None]  # [1,H,1,s,1,1]
-  xs = xs[None, None, :, None, :, None]  # [1,1,W,1,s,1]
-  theta = jnp.deg2rad(angle)[:, :, :, None, None, :]  # [B,1,1,1,1,C]
-  inv_p = (1.0 / period)[:, :, :, None, None, :]
-  cos, sin = jnp.cos(theta) * inv_p, jnp.sin(theta) * inv_p
-  u = xs * cos + ys * sin
-  v = ys * cos - xs * sin
-  du = u - jnp.floor(u) - 0.5
-  dv = v - jnp.floor(v) - 0.5
-  dist2 = du * du + dv * dv  # [B,H,W,s,s,C]
-  radius2 = _dot_radius2(tone, tone_curve)[:, :, :, None, None, :]
-  white = dist2 < radius2
+  theta = jnp.deg2rad(angle)
+  cos, sin = jnp.cos(theta) / period, jnp.sin(theta) / period  # [B,1,1,C]
+  ys = jnp.arange(height, dtype=jnp.float32)[None, :, None, None]
+  xs = jnp.arange(width, dtype=jnp.float32)[None, None, :, None]
+  # Screen coordinates of the pixel centres; sub-pixel samples add a constant.
+  u_centre = xs * cos + ys * sin
+  v_centre = ys * cos - xs * sin
+  radius2 = _dot_radius2(tone, tone_curve)
+  # One [B,H,W,C] term per sub-pixel sample, unrolled: XLA fuses the s^2 terms
+  # into one vectorised loop, about 10x faster than a [..., s, s] reduction.
+  count = jnp.zeros(tone.shape, jnp.float32)
+  for row in range(s):
+    oy = (row + 0.5) / s - 0.5
+    for col in range(s):
+      ox = (col + 0.5) / s - 0.5
+      u = u_centre + (ox * cos + oy * sin)
+      v = v_centre + (oy * cos - ox * sin)
+      du = u - jnp.floor(u) - 0.5
+      dv = v - jnp.floor(v) - 0.5
+      count = count + (du * du + dv * dv < radius2).astype(jnp.float32)
+  coverage = count / (s * s)
   if tone_curve == "linear":  # g = 1 is all white, cell corners included
-    white = jnp.logical_or(white, tone[:, :, :, None, None, :] >= 1.0)
-  return jnp.mean(white.astype(jnp.float32), axis=(3, 4))
+    coverage = jnp.where(tone >= 1.0, 1.0, coverage)
+  return coverage
 
 
 def am_screen(gray: ArrayLike, *, period: ArrayLike = 3.0,
