@@ -535,12 +535,18 @@ def _build_sources(data_config: ml_collections.ConfigDict, process_index: int,
   elif kind == "demo" and num_eval > 0:
     held_out = held_out.subset(range(min(num_eval, len(held_out))))
 
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
-  def host_part(source):
+  def host_part(source, role):
     if isinstance(source, _IndexedSource):
+      if len(source) < process_count:
+        # Tiny sources (the demo set on many hosts): every host reads all.
+        logging.warning(
+            "The %s set has %d images for %d processes: every process reads "
+            "all of them instead of a shard.", role, len(source),
+            process_count)
+        return source
       return source.subset(_shard(range(len(source)), process_index,
                                   process_count))
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     if isinstance(source, _TfdsSource):
       return dataclasses.replace(source, split=tfds.split_for_jax_process(
           source.split, process_index=process_index,
@@ -548,8 +554,8 @@ def _build_sources(data_config: ml_collections.ConfigDict, process_index: int,
     return tfds_source(arg, tfds.split_for_jax_process(
         source, process_index=process_index, process_count=process_count))
 
-  train = host_part(train_all)
-  evaluation = host_part(held_out)
+  train = host_part(train_all, "train")
+  evaluation = host_part(held_out, "eval")
 
   reference_spec = data_config.get("reference_source")
   if reference_spec is None or reference_spec == data_config.source:

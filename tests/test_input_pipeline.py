@@ -137,6 +137,14 @@ def test_per_host_shards_disjoint_and_complete(flat_folder):
     assert all(len(set(s)) == len(s) for s in shards)
 
 
+def test_tiny_source_on_many_hosts_is_read_whole():
+  config = _config(batch_size=16, eval_batch_size=16)
+  train, evaluation = input_pipeline.create_datasets(
+      config, seed=0, process_index=15, process_count=16)
+  assert _take(train, 1)[0]["image"].shape == (1, SIZE, SIZE, 3)
+  assert len(list(evaluation.as_numpy_iterator())) == 3  # all 3, batch 1
+
+
 def test_global_batch_must_divide():
   with pytest.raises(ValueError, match="divisible"):
     input_pipeline.create_datasets(_config(batch_size=3), seed=0,
