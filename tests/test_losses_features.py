@@ -14,6 +14,10 @@ from ihc_jax.models.histogram import HistogramNet
 from ihc_jax.models.vgg import init_vgg19_params
 
 
+def _uniform(seed, shape):
+  return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
 @pytest.fixture(scope="module")
 def vgg_params():
   return init_vgg19_params(0)  # random weights
@@ -21,7 +25,7 @@ def vgg_params():
 
 @pytest.fixture(scope="module")
 def images():
-  return jax.random.uniform(jax.random.PRNGKey(1), (3, 2, 16, 16, 3))
+  return _uniform(1, (3, 2, 16, 16, 3))
 
 
 def test_perceptual_from_features_and_wrapper(vgg_params, images):
@@ -128,7 +132,7 @@ def test_soft_histogram_hand_value_and_gradient():
   h = histogram.soft_histogram(x, bins=2)
   e = math.exp(-2.0)
   np.testing.assert_allclose(h[0, 0], [1 / (1 + e), e / (1 + e)], rtol=1e-6)
-  img = jax.random.uniform(jax.random.PRNGKey(2), (1, 8, 8, 3))
+  img = _uniform(2, (1, 8, 8, 3))
   soft = histogram.soft_histogram(img, bins=4)
   np.testing.assert_allclose(soft.sum(-1), 1.0, rtol=1e-6)
   np.testing.assert_allclose(soft, histogram.hard_histogram(img, bins=4), atol=0.15)
@@ -151,7 +155,7 @@ def test_bce_and_histogram_loss_hand_values():
 
 def test_histogram_loss_through_random_h():
   model = HistogramNet(bins=8, features=(4, 4, 4))  # random weights
-  out, ref = jax.random.uniform(jax.random.PRNGKey(3), (2, 2, 16, 16, 3))
+  out, ref = _uniform(3, (2, 2, 16, 16, 3))
   params = model.init(jax.random.PRNGKey(4), out[..., :1])["params"]
   loss_fn = lambda o: histogram.histogram_loss(model.apply, params, o, ref)
   value, grad = jax.jit(jax.value_and_grad(loss_fn))(out)
@@ -162,7 +166,7 @@ def test_histogram_loss_through_random_h():
 
 def test_feature_losses_jit_with_finite_gradients(vgg_params, images):
   a, b, _ = images
-  z1, z2 = jax.random.normal(jax.random.PRNGKey(5), (2, 2, 8))
+  z1, z2 = np.random.default_rng(5).standard_normal((2, 2, 8), dtype=np.float32)
 
   # One VGG wrapper end to end under jit + grad (the others share its code).
   def wrapped(x):

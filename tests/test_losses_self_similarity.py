@@ -9,7 +9,7 @@ from ihc_jax.losses import self_similarity as ss
 
 
 def test_matrix_shape_diagonal_and_hand_value():
-  img = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 12, 3))
+  img = np.random.default_rng(0).random((2, 16, 12, 3), dtype=np.float32)
   s = ss.self_similarity_matrix(img)
   assert s.shape == (2, 12, 12)  # (16/4) x (12/4) patches
   # Diagonal is |x|^2 / (|x| + 1e-5)^2, i.e. 1 up to ~1e-4 for [0, 1] pixels.
@@ -34,7 +34,7 @@ def test_patch_pooling_drops_remainder_like_avgpool():
 
 
 def test_chunked_equals_unchunked_value_and_gradient():
-  out, tgt = jax.random.uniform(jax.random.PRNGKey(1), (2, 2, 16, 20, 3))
+  out, tgt = np.random.default_rng(1).random((2, 2, 16, 20, 3), dtype=np.float32)
   # 4 x 5 = 20 patches; chunk 6 does not divide it (zero-row padding).
 
   def loss(o, chunk):

@@ -33,7 +33,7 @@ def test_random_init_scale_kaiming_fan_out():
   k = np.asarray(params["conv3_1"]["kernel"])
   assert abs(k.std() - np.sqrt(2.0 / (9 * 256))) < 0.02 * k.std()
   np.testing.assert_array_equal(params["conv3_1"]["bias"], 0.0)
-  img = jax.random.uniform(jax.random.PRNGKey(0), (1, 16, 16, 3))
+  img = np.random.default_rng(0).random((1, 16, 16, 3), dtype=np.float32)
   feats = vgg.VGG19().apply({"params": params}, img, layers=("relu4_1",))
   assert float(jnp.std(feats["relu4_1"])) > 0.05  # random features do not vanish
 
@@ -76,7 +76,7 @@ def test_normalizations_hand_values():
 
 def test_gray_input_equals_replicated_rgb():
   params = vgg.init_vgg19_params(1)
-  gray = jax.random.uniform(jax.random.PRNGKey(2), (1, 8, 8, 1))
+  gray = np.random.default_rng(2).random((1, 8, 8, 1), dtype=np.float32)
   apply = lambda im: vgg.VGG19().apply({"params": params}, im, layers=("relu1_2",))
   np.testing.assert_allclose(apply(gray)["relu1_2"],
                              apply(jnp.repeat(gray, 3, -1))["relu1_2"], atol=1e-5)
