@@ -205,6 +205,8 @@ def am_screen(gray: ArrayLike, *, period: ArrayLike = 3.0,
     raise ValueError(f"dot must be one of {DOTS}; got {dot!r}")
   if int(supersample) != supersample or supersample < 1:
     raise ValueError(f"supersample must be a positive integer; got {supersample}")
+  if isinstance(period, (int, float)) and not period > 0:
+    raise ValueError(f"period must be > 0 pixels; got {period}")
   batch, _, _, channels = gray.shape
   period = _per_sample(period, batch, channels, "period")
   angle = _per_sample(angle, batch, channels, "angle")

@@ -1,7 +1,8 @@
 """`python -m ihc_jax.bench data`: halftone synthesis and input pipeline speed.
 
 Prints, for square images of `--size` px on the default JAX device: AM
-halftone throughput (batched, jitted), error-diffusion throughput, and the
+halftone throughput (batched, jitted), error-diffusion throughput, the JAX
+Canny's throughput, and the
 train input pipeline's throughput on the demo source
 (`ihc_jax.input_pipeline.benchmark_pipeline`). Figures are medians over
 `--repeats` timed runs after one warm-up (compilation) run.
@@ -53,6 +54,14 @@ def bench_error_diffusion(batch: int, size: int, repeats: int, *,
   return _median_rate(step, gray, repeats)
 
 
+def bench_canny(batch: int, size: int, repeats: int) -> float:
+  """Images/s of jitted `canny_edges` on AM halftones (many edges)."""
+  from ihc_jax.models import canny  # pylint: disable=g-import-not-at-top
+  gray = jax.random.uniform(jax.random.PRNGKey(2), (batch, size, size, 1))
+  images = halftone.am_screen(gray, period=3.0, angle=37.0)
+  return _median_rate(jax.jit(canny.canny_edges), images, repeats)
+
+
 def bench_pipeline(batch: int, size: int, num_batches: int,
                    repeats: int) -> float | str:
   """Median images/s of the demo train stream, or why it could not run."""
@@ -99,6 +108,9 @@ def main(argv: Sequence[str]) -> None:
                                  kernel=kernel)
     print(f"error diffusion ({kernel}, batch {args.ed_batch}): "
           f"{rate:8.1f} images/s")
+  rate = bench_canny(args.batch, args.size, args.repeats)
+  print(f"Canny edges of AM halftones (batch {args.batch}): "
+        f"{rate:8.1f} images/s")
   if args.skip_pipeline:
     return
   rate = bench_pipeline(args.batch, args.size, args.pipeline_batches,
