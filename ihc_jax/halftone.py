@@ -87,8 +87,23 @@ def _per_sample(value: ArrayLike, batch: int, channels: int, name: str) -> Array
       f"[batch, channels]; got shape {value.shape}")
 
 
+def _clipped_disc_area(radius: Any, xp: Any) -> Any:
+  """Area of the disc of `radius` centred in the unit square, clipped to it."""
+  r = xp.maximum(radius, 0.0)
+  disc = xp.pi * r * r
+  # Above r = 1/2 the disc sticks out of the four sides; subtract the four
+  # circular segments beyond the lines at distance 1/2 from the centre.
+  r_out = xp.maximum(r, 0.5)
+  half_chord = xp.sqrt(xp.maximum(r_out * r_out - 0.25, 0.0))
+  segment = r_out * r_out * xp.arccos(0.5 / r_out) - 0.5 * half_chord
+  area = xp.where(r <= 0.5, disc, disc - 4.0 * segment)
+  return xp.where(r >= math.sqrt(0.5), 1.0, area)
+
+
 def disc_in_square_area(radius: ArrayLike) -> Array:
   """Area of a disc of `radius` centred in the unit square, clipped to it.
+
+  This is the white fraction of a cell under the "linear" tone curve.
 
   Args:
     radius: disc radius in cell units (the square has side 1).
@@ -96,26 +111,7 @@ def disc_in_square_area(radius: ArrayLike) -> Array:
   Returns:
     The covered fraction of the square, float32 in [0, 1].
   """
-  r = jnp.maximum(jnp.asarray(radius, jnp.float32), 0.0)
-  disc = jnp.pi * r * r
-  # Above r = 1/2 the disc sticks out of the four sides; subtract the four
-  # circular segments beyond the lines at distance 1/2 from the centre.
-  r_safe = jnp.maximum(r, 0.5)
-  half_chord = jnp.sqrt(jnp.maximum(r_safe * r_safe - 0.25, 0.0))
-  segment = r_safe * r_safe * jnp.arccos(0.5 / r_safe) - 0.5 * half_chord
-  clipped = disc - 4.0 * segment
-  area = jnp.where(r <= 0.5, disc, clipped)
-  return jnp.where(r >= math.sqrt(0.5), 1.0, area)
-
-
-def _clipped_disc_area_np(radius: np.ndarray) -> np.ndarray:
-  """`disc_in_square_area` in float64 numpy, for host-side tables."""
-  r_out = np.maximum(radius, 0.5)
-  segment = (r_out ** 2 * np.arccos(0.5 / r_out)
-             - 0.5 * np.sqrt(np.maximum(r_out ** 2 - 0.25, 0.0)))
-  area = np.where(radius <= 0.5, np.pi * radius ** 2,
-                  np.pi * radius ** 2 - 4.0 * segment)
-  return np.where(radius >= math.sqrt(0.5), 1.0, area)
+  return _clipped_disc_area(jnp.asarray(radius, jnp.float32), jnp)
 
 
 @functools.lru_cache(maxsize=None)
@@ -125,7 +121,7 @@ def _linear_radius2_table(points: int = 4097) -> np.ndarray:
   low, high = np.zeros(points), np.full(points, math.sqrt(0.5))
   for _ in range(60):  # bisection to float64 precision; the area is monotone
     mid = 0.5 * (low + high)
-    below = _clipped_disc_area_np(mid) < target
+    below = _clipped_disc_area(mid, np) < target
     low, high = np.where(below, mid, low), np.where(below, high, mid)
   return (high * high).astype(np.float32)
 
@@ -188,7 +184,8 @@ def am_screen(gray: ArrayLike, *, period: ArrayLike = 3.0,
       with the same or its own angle, see `angle`).
     period: screen period in pixels, > 0; a scalar, [B] or [B,C].
     angle: screen angle in degrees (the grid is square, so angles are modulo
-      90); a scalar, [B], [C] or [B,C].
+      90); a scalar, [B], [C] or [B,C] (a 1-D array is read as [B] when
+      B == C; pass [B,C] to be explicit).
     supersample: sub-pixel grid size s for antialiasing (s x s samples).
     binary: if True, decide at the pixel centre only and return exactly {0, 1}.
     dot: "white" (white dots on black, as in the official data) or "black".
@@ -238,6 +235,8 @@ def am_screen_color(rgb: ArrayLike, *, period: ArrayLike = 3.0,
   angles = jnp.asarray(angles, jnp.float32)
   if angles.shape not in ((3,), (rgb.shape[0], 3)):
     raise ValueError(f"angles must have shape [3] or [batch, 3]; got {angles.shape}")
+  # Explicit [B, 3], so that a batch of 3 does not read [3] as per-sample.
+  angles = jnp.broadcast_to(angles, (rgb.shape[0], 3))
   return am_screen(rgb, period=period, angle=angles, **kwargs)
 
 
@@ -306,6 +305,8 @@ def _shift_right(row: Array, k: int) -> Array:
   """row[..., x - k] along the last axis, zeros shifted in (k may be < 0)."""
   if k == 0:
     return row
+  if abs(k) >= row.shape[-1]:
+    return jnp.zeros_like(row)
   zeros = jnp.zeros(row.shape[:-1] + (abs(k),), row.dtype)
   if k > 0:
     return jnp.concatenate([zeros, row[..., :-k]], axis=-1)

@@ -108,9 +108,11 @@ def test_am_jit_and_vmap_match_batched_call():
 
 
 def test_am_color_uses_its_angle_per_channel():
-  rgb = jnp.full((1, 256, 256, 3), 0.5)
+  # A batch of 3 must not read the 3 angles as one per sample.
+  rgb = jnp.full((3, 256, 256, 3), 0.5)
   out = halftone.am_screen_color(rgb, period=3.0, angles=(15.0, 75.0, 0.0))
-  assert out.shape == (1, 256, 256, 3)
+  assert out.shape == (3, 256, 256, 3)
+  np.testing.assert_array_equal(out[2], out[0])
   found = [halftone.estimate_screen(np.asarray(out)[0, :, :, c])[1]
            for c in range(3)]
   # 0 degrees may come back as ~90 (same square grid).
@@ -230,6 +232,15 @@ def test_error_diffusion_bit_identical_to_reference(kernel, serpentine):
   np.testing.assert_array_equal(np.asarray(out)[..., 0], expected)
   # Error diffusion preserves the mean up to the error lost at the borders.
   assert abs(float(out[1].mean()) - ramp.mean()) < 0.05
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 2)])
+def test_error_diffusion_tiny_images(shape):
+  image = np.random.default_rng(1).random(shape, np.float32)
+  out = halftone.error_diffusion(jnp.asarray(image)[None, :, :, None],
+                                 kernel="jarvis", serpentine=True)
+  np.testing.assert_array_equal(
+      out[0, :, :, 0], _error_diffusion_reference(image, "jarvis", True))
 
 
 def test_error_diffusion_channels_and_vmap():
