@@ -145,6 +145,11 @@ def test_tiny_generator_shapes_dropout_and_bad_sizes(tiny):
     net.apply(variables, x[:, :48], edge[:, :48], z, train=False)
   with pytest.raises(ValueError, match="z must be"):
     net.apply(variables, x, edge, z[:, :4], train=False)
+  with pytest.raises(ValueError, match="edge must have 1 channel"):
+    net.apply(variables, x, jnp.zeros((1, 64, 64, 2)), z, train=False)
+  unet = models.UNet(output_channels=3, input_channels=10, num_downs=5, ngf=2)
+  with pytest.raises(ValueError, match="expects 10 input channels"):
+    jax.eval_shape(unet.init, KEY, jnp.zeros((1, 32, 32, 1)), train=False)
 
 
 @pytest.mark.parametrize("height,width", [(32, 32), (64, 32)])
@@ -183,17 +188,26 @@ def test_tiny_discriminator_scales(tiny):
                          variables["batch_stats"]["scale_0"]["norm_1"]["var"])
 
 
-def test_tiny_fusion_real_init(tiny):
-  net = models.build("fusion", tiny)
-  a = jax.random.uniform(KEY, (1, 16, 16, 3))
-  variables = jax.jit(net.init)(KEY, a, a)
-  kernel = variables["params"]["conv_in"]["kernel"]
+def test_conv_real_init_is_torch_default():
+  conv = layers.Conv2d(8, 7, padding=3)
+  variables = conv.init(KEY, jnp.zeros((1, 16, 16, 6)))
+  kernel = variables["params"]["kernel"]
   assert kernel.shape == (7, 7, 6, 8)
   # PyTorch's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = 6 * 49.
-  assert float(jnp.max(jnp.abs(kernel))) <= 1 / np.sqrt(294)
-  assert float(jnp.max(jnp.abs(kernel))) > 0.8 / np.sqrt(294)
+  bound = 1 / np.sqrt(294)
+  assert bound * 0.9 < float(jnp.max(jnp.abs(kernel))) <= bound
+  assert float(jnp.max(jnp.abs(variables["params"]["bias"]))) <= bound
+
+
+def test_tiny_fusion(tiny):
+  net = models.build("fusion", tiny)
+  a = jax.random.uniform(KEY, (1, 16, 16, 3))
+  variables = weights.random_variables(net, a, a)  # random weights
+  assert variables["params"]["conv_in"]["kernel"].shape == (7, 7, 6, 8)
   assert "bias" not in variables["params"]["block_0"]["conv1"]
-  assert jax.jit(net.apply)(variables, a, 1 - a).shape == (1, 16, 16, 3)
+  out = jax.jit(net.apply)(variables, a, 1 - a)
+  assert out.shape == (1, 16, 16, 3)
+  assert not np.allclose(out, jax.jit(net.apply)(variables, 1 - a, a))  # order matters
   with pytest.raises(ValueError, match="differ in shape"):
     net.apply(variables, a, a[:, :8])
 

@@ -49,8 +49,10 @@ class ColorizationNet(nn.Module):
       scale (negative values are clipped only when saving).
     """
     layers.check_image(x, "x", channels=1)
+    layers.check_image(edge, "edge", channels=1)
     if z.ndim != 2 or z.shape != (x.shape[0], self.nz):
       raise ValueError(f"z must be [B, nz] = [{x.shape[0]}, {self.nz}], got shape {z.shape}")
-    return UNet(output_channels=self.output_channels, num_downs=self.num_downs,
+    return UNet(output_channels=self.output_channels, input_channels=2 + self.nz,
+                num_downs=self.num_downs,
                 ngf=self.ngf, max_mult=self.max_mult, dense_innermost=False,
                 dropout_rate=self.dropout_rate, name="unet")(x, z, edge, train=train)

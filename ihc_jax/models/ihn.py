@@ -79,10 +79,10 @@ class InverseHalftoneNet(nn.Module):
     if noise.shape[:3] != halftone.shape[:3]:
       raise ValueError(
           f"noise shape {noise.shape} does not match halftone shape {halftone.shape}")
-    content = UNet(output_channels=1, num_downs=self.num_downs, ngf=self.ngf,
-                   max_mult=self.max_mult, dense_innermost=self.dense_innermost,
-                   dropout_rate=self.dropout_rate, name="content")(
-                       halftone, noise, train=train)
+    content = UNet(output_channels=1, input_channels=1 + self.nz,
+                   num_downs=self.num_downs, ngf=self.ngf, max_mult=self.max_mult,
+                   dense_innermost=self.dense_innermost, dropout_rate=self.dropout_rate,
+                   name="content")(halftone, noise, train=train)
     x = jnp.concatenate([content, halftone.astype(content.dtype)], axis=-1)
     x = layers.Conv2d(self.detail_features, 3, padding=1, use_bias=False,
                       name="detail_in")(x)

@@ -81,10 +81,10 @@ class DenseTransition(nn.Module):
 class UNet(nn.Module):
   """BicycleGAN-style U-Net with input injection (official `G_Unet_add_input`).
 
-  The input channel count is taken from the inputs (x, z and edge together).
-
   Attributes:
     output_channels: channels of the tanh output.
+    input_channels: channels of cat([x, z, edge]) (the official input_nc + nz);
+      None takes them from the inputs, otherwise a mismatch is an error.
     num_downs: number of stride-2 levels (>= 5); inputs must be multiples of
       2**num_downs in height and width.
     ngf: channels of the outermost level.
@@ -94,6 +94,7 @@ class UNet(nn.Module):
     dropout_rate: rate of the Dropout layers (middle levels, dense block).
   """
   output_channels: int
+  input_channels: int | None = None
   num_downs: int = 7
   ngf: int = 64
   max_mult: int = 8
@@ -137,6 +138,11 @@ class UNet(nn.Module):
         raise ValueError(f"edge shape {edge.shape} does not match x shape {x.shape}")
       parts.append(edge.astype(x.dtype))
     out = jnp.concatenate(parts, axis=-1)
+    if self.input_channels is not None and out.shape[-1] != self.input_channels:
+      raise ValueError(
+          f"U-Net expects {self.input_channels} input channels (x, z, edge together), "
+          f"got {out.shape[-1]} from x {x.shape}, z {None if z is None else z.shape}, "
+          f"edge {None if edge is None else edge.shape}")
 
     innermost = self.num_downs - 1
     feats = [level_features(i, self.ngf, self.max_mult) for i in range(self.num_downs)]
