@@ -1,6 +1,7 @@
 """The paper's evaluation of a trained pipeline: PSNR/SSIM, Diversity, FID.
 
-    python -m ihc_jax.evaluate --config=configs/fusion.py --workdir=/runs/chain \
+    python -m ihc_jax.evaluate --config=configs/fusion.py \
+        --workdir=/runs/chain \
         --lpips_weights=weights/lpips_vgg.npz \
         --inception_weights=weights/inception_fid.npz
 
@@ -38,7 +39,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -206,6 +207,8 @@ def evaluate(config: Any, workdir: str, *, pipeline: Any = None,
              images: np.ndarray | None = None,
              references: np.ndarray | None = None,
              output_dir: str | None = None,
+             baseline: Callable[[np.ndarray, np.ndarray, jax.Array],
+                                Any] | None = None,
              **overrides: Any) -> dict[str, Any]:
   """Evaluates a trained pipeline and writes eval_results.{md,json}.
 
@@ -218,14 +221,22 @@ def evaluate(config: Any, workdir: str, *, pipeline: Any = None,
     references: colour references [M,h,w,3] for the reference scheme; None ->
       the eval split's references (with `images` given: the images, shifted).
     output_dir: where to write the results; None -> `workdir`.
+    baseline: the simple colorizer of the last row, `(ihn_gray [B,H,W,1],
+      references [B,h,w,3], key) -> [B,H,W,3]`; None -> exemplar transfer
+      with `exemplar_samples` samples.
     **overrides: settings (see `default_settings`) that win over config.eval.
 
   Returns:
     The results dict that is written to eval_results.json.
   """
-  from ihc_jax import exemplar  # pylint: disable=g-import-not-at-top
   from ihc_jax import halftone  # pylint: disable=g-import-not-at-top
   settings = settings_from_config(config, **overrides)
+  if baseline is None:
+    from ihc_jax import exemplar  # pylint: disable=g-import-not-at-top
+
+    def baseline(gray, refs, key):
+      return exemplar.exemplar_transfer(
+          gray, refs, num_samples=int(settings.exemplar_samples), key=key)
   if pipeline is None:
     from ihc_jax import inference  # pylint: disable=g-import-not-at-top
     pipeline = inference.Pipeline.load(workdir)
@@ -315,9 +326,8 @@ def evaluate(config: Any, workdir: str, *, pipeline: Any = None,
     score_recovery(rows["full"], _clip(result.reference), truth)
     score_recovery(rows["ihn_c"], _clip(inter["ref_forward"]), truth)
     score_recovery(rows["c_ihn"], _clip(inter["ref_inverse"]), truth)
-    score_recovery(rows["ihn_exemplar"], _clip(exemplar.exemplar_transfer(
-        ihn_gray, truth, num_samples=int(settings.exemplar_samples),
-        key=ex_key)), truth)
+    score_recovery(rows["ihn_exemplar"], _clip(baseline(ihn_gray, truth,
+                                                        ex_key)), truth)
     # Random scheme.
     budget = pairs_left
     randoms = [f"rand{k + 1}" for k in range(int(settings.num_random))]
@@ -331,9 +341,7 @@ def evaluate(config: Any, workdir: str, *, pipeline: Any = None,
     for _ in randoms:
       key, sub = jax.random.split(key)
       picks = references[rng.integers(0, len(references), size=b)]
-      random_refs.append(_clip(exemplar.exemplar_transfer(
-          ihn_gray, picks, num_samples=int(settings.exemplar_samples),
-          key=sub)))
+      random_refs.append(_clip(baseline(ihn_gray, picks, sub)))
     score_random(rows["ihn_exemplar"], random_refs, budget)
     pairs_left -= min(budget, b * math.comb(len(randoms), 2))
     # Reference scheme: other images' references.
@@ -346,9 +354,8 @@ def evaluate(config: Any, workdir: str, *, pipeline: Any = None,
       score_generated(rows["ihn_c"], _clip(res.intermediates["ref_forward"]))
       score_generated(rows["c_ihn"], _clip(res.intermediates["ref_inverse"]))
       key, sub = jax.random.split(key)
-      score_generated(rows["ihn_exemplar"], _clip(exemplar.exemplar_transfer(
-          ihn_gray, refs, num_samples=int(settings.exemplar_samples),
-          key=sub)))
+      score_generated(rows["ihn_exemplar"], _clip(baseline(ihn_gray, refs,
+                                                           sub)))
     logger.info("evaluated %d / %d images", start + b, n)
 
   results = {
@@ -439,12 +446,17 @@ def main(argv: Sequence[str]) -> None:
   from absl import app  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  from ihc_jax import inference  # pylint: disable=g-import-not-at-top
   values = flags.FLAGS
-  results = evaluate(
-      values.config, values.workdir, output_dir=values.output_dir,
-      lpips_weights=values.lpips_weights, lpips_net=values.lpips_net,
-      inception_weights=values.inception_weights,
-      num_images=values.num_images)
+  try:
+    results = evaluate(
+        values.config, values.workdir, output_dir=values.output_dir,
+        lpips_weights=values.lpips_weights, lpips_net=values.lpips_net,
+        inception_weights=values.inception_weights,
+        num_images=values.num_images)
+  except (inference.PipelineError, FileNotFoundError) as e:
+    # One line for what the user must fix, no traceback.
+    raise SystemExit(f"evaluate: {e}") from None
   print(results_markdown(results))
 
 

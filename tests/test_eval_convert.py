@@ -1,4 +1,4 @@
-"""Tests of the evaluation-weight converters (ihc_jax.tools.convert_eval_weights).
+"""Tests of the evaluation-weight converters (tools/convert_eval_weights.py).
 
 Weights are RANDOM: the tests build PyTorch-named state dicts (numpy arrays)
 from our variables, convert them back and require every array unchanged.

@@ -82,8 +82,13 @@ def test_evaluate_writes_paper_columns_and_reports_missing_fid(tmp_path):
   # (equal shapes, so everything compiles once).
   images = np.full((4, SIZE, SIZE, 3), 0.6, np.float32)
   pipeline = StubPipeline()
+  def baseline(gray, refs, key):  # Cheap stand-in for exemplar transfer.
+    del key
+    return np.broadcast_to(refs.mean(axis=(1, 2), keepdims=True) - 0.05,
+                           gray.shape[:3] + (3,))
+
   results = evaluate.evaluate(config, str(tmp_path / "run"), pipeline=pipeline,
-                              images=images)
+                              images=images, baseline=baseline)
   # 2 batches, each: one call with random codes + one per reference.
   assert [c[1] for c in pipeline.calls] == [3, 0, 3, 0]
   rows = {row["key"]: row for row in results["rows"]}
@@ -100,7 +105,9 @@ def test_evaluate_writes_paper_columns_and_reports_missing_fid(tmp_path):
   assert rows["full"]["diversity_pairs"] == 7
   assert rows["full"]["diversity"] > 0
   assert rows["ihn_c"]["diversity"] == pytest.approx(0.0, abs=1e-6)
-  assert rows["ihn_exemplar"]["psnr"] is not None
+  # Baseline recovery: mean colour - 0.05 -> MSE 0.0025 -> 26.02 dB.
+  assert rows["ihn_exemplar"]["psnr"] == pytest.approx(
+      10 * np.log10(1 / 0.0025), abs=1e-3)
   # Generated per row: 4 images x (1 recovery + 3 random + 1 reference).
   assert all(row["num_generated"] == 20 for row in rows.values())
   assert all(row["fid"] is None for row in rows.values())
@@ -111,7 +118,8 @@ def test_evaluate_writes_paper_columns_and_reports_missing_fid(tmp_path):
   written = json.loads((tmp_path / "run" / "eval_results.json").read_text())
   assert written["rows"][0]["psnr"] == pytest.approx(20.0, abs=1e-3)
   table = (tmp_path / "run" / "eval_results.md").read_text()
-  assert "| Method | PSNR↑ | SSIM↑ | Diversity↑ | FID↓ | KID↓ |" in table
+  header = "| Method | PSNR↑ | SSIM↑ | Diversity↑ | FID↓ | KID↓ |"
+  assert header in table
   assert "| Full pipeline (IHN + C + F) | 20.0000 |" in table
   assert "Missing metrics" in table
 

@@ -15,13 +15,14 @@ from ihc_jax.eval import inception
 from ihc_jax.eval import weights_io
 
 
-def test_output_is_2048_features_at_299_and_from_other_sizes():
+def test_output_is_2048_features_at_299_and_other_sizes_are_resized():
   shapes = inception.expected_shapes()
-  model = inception.FIDInceptionV3()
-  for size in (299, 64):
-    out = jax.eval_shape(model.apply, shapes,
-                         jax.ShapeDtypeStruct((3, size, size, 3), jnp.float32))
-    assert out.shape == (3, inception.FEATURE_DIM)
+  out = jax.eval_shape(inception.FIDInceptionV3().apply, shapes,
+                       jax.ShapeDtypeStruct((3, 299, 299, 3), jnp.float32))
+  assert out.shape == (3, inception.FEATURE_DIM)
+  resized = jax.eval_shape(inception.resize_to_input,
+                           jax.ShapeDtypeStruct((3, 64, 48, 3), jnp.float32))
+  assert resized.shape == (3, 299, 299, 3)
 
 
 def test_parameter_count_equals_pytorch_fid_inception():
@@ -43,7 +44,8 @@ def test_parameter_count_equals_pytorch_fid_inception():
 def test_avg_pool_ignores_padding_and_last_block_uses_max_pool():
   ones = jnp.ones((1, 4, 4, 1))
   # Counting padded zeros would give 4/9 in the corner.
-  np.testing.assert_allclose(inception._avg_pool_3x3(ones), ones)  # pylint: disable=protected-access
+  pooled = inception._avg_pool_3x3(ones)  # pylint: disable=protected-access
+  np.testing.assert_allclose(pooled, ones)
   shapes = inception.expected_shapes()["params"]
   assert shapes["Mixed_7c"]["branch_pool"]["conv"]["kernel"].shape == (
       1, 1, 2048, 192)

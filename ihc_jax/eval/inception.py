@@ -39,7 +39,8 @@ BN_EPS = 1e-3
 CONVERT_HINT = (
     "Convert pytorch-fid's weights once with: python -m "
     "ihc_jax.tools.convert_eval_weights inception "
-    "--src=<pt_inception-2015-12-05-6726825d.pth> --out={path}")
+    "--src=<pt_inception-2015-12-05-6726825d.pth> --out={path}, then set "
+    "eval.inception_weights (evaluate: --inception_weights)")
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
@@ -165,7 +166,8 @@ class InceptionE(nn.Module):
     elif self.pool == "max":
       pooled = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
     else:
-      raise ValueError(f"InceptionE pool must be 'avg' or 'max', got {self.pool!r}")
+      raise ValueError(
+          f"InceptionE pool must be 'avg' or 'max', got {self.pool!r}")
     bp = BasicConv(192, name="branch_pool")(pooled)
     return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 

@@ -58,8 +58,9 @@ ALEXNET_TORCH_INDEX = {"conv1": 0, "conv2": 3, "conv3": 6, "conv4": 8,
 CONVERT_HINT = (
     "Convert the public PyTorch weights once with: python -m "
     "ihc_jax.tools.convert_eval_weights lpips --net={net} "
-    "--backbone=<{backbone_file}> --heads=<lpips package weights/v0.1/{net}.pth>"
-    " --out={path}")
+    "--backbone=<{backbone_file}> "
+    "--heads=<lpips package weights/v0.1/{net}.pth> --out={path}, then set "
+    "eval.lpips_weights (evaluate: --lpips_weights)")
 _BACKBONE_FILES = {"vgg": "vgg16-397923af.pth",
                    "alex": "alexnet-owt-7be5be79.pth"}
 

@@ -35,7 +35,7 @@ class MissingWeightsError(FileNotFoundError):
     self.metric = metric
     self.path = path
     self.hint = hint
-    where = repr(path) if path else "(no path set in config)"
+    where = repr(path) if path else "(no path set)"
     super().__init__(
         f"{metric}: weights file {where} is missing. {hint}")
 
@@ -76,7 +76,8 @@ def check_variables(variables: Mapping[str, Any], expected: Mapping[str, Any],
   weights.validate_variables(variables, expected, source=what)
 
 
-def random_variables(expected: Mapping[str, Any], *, seed: int = 0) -> Variables:
+def random_variables(expected: Mapping[str, Any], *,
+                     seed: int = 0) -> Variables:
   """Random variables with the shapes of `expected` (for tests and benches).
 
   Cheaper than `model.init` for big networks (no compilation). Kernels are

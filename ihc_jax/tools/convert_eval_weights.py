@@ -76,7 +76,8 @@ def load_torch_state_dict(path: str) -> StateDict:
   if isinstance(state, Mapping) and "state_dict" in state:
     state = state["state_dict"]
   if not isinstance(state, Mapping):
-    raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    raise ValueError(
+        f"{path}: expected a state dict, got {type(state).__name__}")
   return _strip_prefix(
       {k: v.detach().cpu().numpy() for k, v in state.items()})
 
