@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ihc_jax import models
+from ihc_jax import weights
 from ihc_jax.tools import convert_weights
 
 TOLERANCE = 1e-4
@@ -142,7 +143,6 @@ def run_parity(repo: str, weights_dir: str | None = None, size: int = 256,
   for name, net in torch_nets.items():
     converted = convert_weights.convert_state_dict(name, _numpy_state(net), cfg)
     reference = convert_weights.reference_variables(name, cfg, size)
-    from ihc_jax import weights  # pylint: disable=g-import-not-at-top
     weights.validate_variables(converted, reference, source=f"converted {name}")
     variables[name] = jax.tree_util.tree_map(jnp.asarray, converted)
 
