@@ -64,9 +64,14 @@ def _neighbour(mag: Array, dy: int, dx: int) -> Array:
 
 
 def _dilate(mask: Array) -> Array:
-  """3x3 (8-connected) binary dilation of [B,H,W] bool."""
-  return jax.lax.reduce_window(mask, False, jax.lax.bitwise_or, (1, 3, 3),
-                               (1, 1, 1), "SAME")
+  """3x3 (8-connected) binary dilation of [B,H,W] bool.
+
+  Separable shifted ORs; much faster on the CPU than `lax.reduce_window`.
+  """
+  p = jnp.pad(mask, ((0, 0), (0, 0), (1, 1)))
+  rows = p[:, :, :-2] | p[:, :, 1:-1] | p[:, :, 2:]
+  p = jnp.pad(rows, ((0, 0), (1, 1), (0, 0)))
+  return p[:, :-2] | p[:, 1:-1] | p[:, 2:]
 
 
 def canny_edges(gray: Array, *, low: float = 80.0, high: float = 250.0) -> Array:
