@@ -369,8 +369,9 @@ class Pipeline:
               or _trained_period(found["ihn"][1]))
     image_size = int(main_config.get("data", {}).get(
         "image_size", OFFICIAL_IMAGE_SIZE))
-    noise = main_config.get("model", {}).get("noise_variant") or found[
-        "ihn"][1].get("model", {}).get("noise_variant") or "official"
+    # The noise map is an IHN input: use the variant the IHN was trained on.
+    noise = (found["ihn"][1].get("noise_variant")
+             or main_config.get("noise_variant") or "official")
     kwargs.setdefault("source", workdir)
     kwargs.setdefault("noise_variant", noise)
     return cls(model_config, {n: v[0] for n, v in found.items()},
