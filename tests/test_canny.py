@@ -21,17 +21,24 @@ def test_quantize_truncates_like_the_official_cast():
                                 [0, 0, 127, 254, 255, 255])
 
 
-def test_vertical_step_edge_hand_computed():
+def test_vertical_step_edges_and_border_handling_hand_computed():
   # A 0 -> 255 step between columns 3 and 4: |gx| = 4 * 255 = 1020 in both
   # columns; NMS keeps the left one (> left, >= right) and drops the right
   # one (not > its left twin). Replicated borders keep rows 0 and 7.
   step = np.zeros((8, 8), np.uint8)
   step[:, 4:] = 255
-  edges = jax.jit(canny.canny_edges)(_u8_to_float(step))
-  expected = np.zeros((8, 8), np.float32)
-  expected[:, 3] = 1.0
-  np.testing.assert_array_equal(edges[0, :, :, 0], expected)
-  np.testing.assert_array_equal(expected, cv2.Canny(step, 80, 250) / 255.0)
+  # A bright first column: with BORDER_REPLICATE column -1 is 255 too, so
+  # gx = -1020 in columns 0 and 1 and column 0 wins (a reflect-101 border
+  # would give gx = 0 there and the edge would sit in column 1).
+  stripe = np.zeros((8, 8), np.uint8)
+  stripe[:, 0] = 255
+  edges = jax.jit(canny.canny_edges)(
+      jnp.concatenate([_u8_to_float(step), _u8_to_float(stripe)]))
+  for i, (image, column) in enumerate(((step, 3), (stripe, 0))):
+    expected = np.zeros((8, 8), np.float32)
+    expected[:, column] = 1.0
+    np.testing.assert_array_equal(edges[i, :, :, 0], expected)
+    np.testing.assert_array_equal(expected, cv2.Canny(image, 80, 250) / 255.0)
 
 
 def test_hysteresis_keeps_weak_edges_only_when_connected_to_strong():
