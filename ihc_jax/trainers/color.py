@@ -313,15 +313,16 @@ def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
     by_reference = colorize(state, data["ihn_gray"], data["edge_gray"], mu_ref)
     random = [colorize(state, data["ihn_gray"], data["edge_gray"], z)
               for z in z_rand]
-    return [("halftone", data["halftone"]), ("ihn gray", data["ihn_gray"]),
-            ("reference", data["reference"]), ("by reference", by_reference),
-            ("random 1", random[0]), ("random 2", random[1]),
-            ("ground truth", data["image"])]
+    return [data["halftone"], data["ihn_gray"], data["reference"],
+            by_reference, random[0], random[1], data["image"]]
 
   return common.Stage(name="color", init_variables=init_variables,
                       optimizers=optimizers, train_step=train_step,
                       frozen=frozen, eval_step=eval_step,
-                      sample_step=sample_step)
+                      sample_step=sample_step,
+                      sample_titles=("halftone", "ihn gray", "reference",
+                                     "by reference", "random 1", "random 2",
+                                     "ground truth"))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,

@@ -551,8 +551,9 @@ class Stage:
     frozen: pytree of frozen variables passed to every step.
     eval_step: `(state, batch, frozen, rng) -> metrics` (per-batch means,
       e.g. PSNR/SSIM) or None.
-    sample_step: `(state, batch, frozen, rng) -> [(title, images)]` for the
-      image grid, or None.
+    sample_step: `(state, batch, frozen, rng) -> [images]`, the columns of
+      the image grid ([B, H, W, 1 or 3] each, [0, 1] scale), or None.
+    sample_titles: the titles of those columns.
   """
   name: str
   init_variables: Callable[[jax.Array], dict[str, Variables]]
@@ -560,7 +561,8 @@ class Stage:
   train_step: TrainStep
   frozen: Any
   eval_step: Callable[..., Metrics] | None = None
-  sample_step: Callable[..., list[tuple[str, jax.Array]]] | None = None
+  sample_step: Callable[..., list[jax.Array]] | None = None
+  sample_titles: tuple[str, ...] = ()
 
 
 def _numpy_iterator(ds: Any) -> Iterator[dict[str, np.ndarray]]:
@@ -712,7 +714,8 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, stage: Stage,
                           or step == num_steps):
         columns = sample_step(state, sample_batch, frozen,
                               jax.random.fold_in(eval_key, step))
-        grid = image_grid(columns, config.log.sample_rows)
+        grid = image_grid(list(zip(stage.sample_titles, columns)),
+                          config.log.sample_rows)
         writer.write_images(step, {"samples": grid[None]})
         if is_chief:
           save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"),
@@ -725,15 +728,17 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, stage: Stage,
       if step % config.checkpoint.every_steps == 0 or step == num_steps:
         checkpointer.save(state)
     if stop.requested.is_set():
-      checkpointer.save(state)
+      if checkpointer.latest_step() != step:
+        checkpointer.save(state)
       logging.warning("Stopped by SIGTERM at step %d; checkpoint saved.", step)
       checkpointer.close()
       writer.flush()
       return eval_metrics
-    if start_step < num_steps or not eval_metrics:
-      if eval_step and not eval_metrics:
-        eval_metrics = evaluate(stage, state, eval_ds, mesh,
-                                config.eval.num_batches, eval_key, eval_step)
+    if checkpointer.latest_step() != step:
+      checkpointer.save(state)
+    if eval_step and not eval_metrics:
+      eval_metrics = evaluate(stage, state, eval_ds, mesh,
+                              config.eval.num_batches, eval_key, eval_step)
     if extra_summary is not None:
       eval_metrics = dict(eval_metrics, **extra_summary(state, eval_ds))
     if is_chief:

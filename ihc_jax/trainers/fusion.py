@@ -221,14 +221,15 @@ def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
 
   def sample_step(state, batch, frozen, rng):
     data = prepare(batch, frozen, rng)
-    return [("halftone", data["halftone"]), ("ihn gray", data["ihn_gray"]),
-            ("IHN->C", data["c_forward"]), ("C->IHN", data["c_inverse"]),
-            ("fused", fuse(state, data)), ("ground truth", data["image"])]
+    return [data["halftone"], data["ihn_gray"], data["c_forward"],
+            data["c_inverse"], fuse(state, data), data["image"]]
 
   return common.Stage(name="fusion", init_variables=init_variables,
                       optimizers=optimizers, train_step=train_step,
                       frozen=frozen, eval_step=eval_step,
-                      sample_step=sample_step)
+                      sample_step=sample_step,
+                      sample_titles=("halftone", "ihn gray", "IHN->C",
+                                     "C->IHN", "fused", "ground truth"))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,

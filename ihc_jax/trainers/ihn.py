@@ -148,13 +148,14 @@ def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
     del frozen
     ht, gray, noise = inputs(batch, rng)
     content, _, output = predict(state, ht, noise)
-    return [("halftone", ht), ("content", content), ("ihn", output),
-            ("ground truth", gray)]
+    return [ht, content, output, gray]
 
   return common.Stage(name="ihn", init_variables=init_variables,
                       optimizers=optimizers, train_step=train_step,
                       frozen=frozen, eval_step=eval_step,
-                      sample_step=sample_step)
+                      sample_step=sample_step,
+                      sample_titles=("halftone", "content", "ihn",
+                                     "ground truth"))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
