@@ -110,7 +110,8 @@ def test_evaluate_writes_paper_columns_and_reports_missing_fid(tmp_path):
       10 * np.log10(1 / 0.0025), abs=1e-3)
   # Generated per row: 4 images x (1 recovery + 3 random + 1 reference).
   assert all(row["num_generated"] == 20 for row in rows.values())
-  assert all(row["fid"] is None for row in rows.values())
+  assert all(row["fid"] is None and row["fid_random"] is None
+             for row in rows.values())
   assert list(results["missing"]) == ["FID/KID (InceptionV3)"]
   assert "absent.npz" in results["missing"]["FID/KID (InceptionV3)"]
   assert "convert_eval_weights inception" in results["missing"][
@@ -118,7 +119,8 @@ def test_evaluate_writes_paper_columns_and_reports_missing_fid(tmp_path):
   written = json.loads((tmp_path / "run" / "eval_results.json").read_text())
   assert written["rows"][0]["psnr"] == pytest.approx(20.0, abs=1e-3)
   table = (tmp_path / "run" / "eval_results.md").read_text()
-  header = "| Method | PSNR↑ | SSIM↑ | Diversity↑ | FID↓ | KID↓ |"
+  header = ("| Method | PSNR↑ | SSIM↑ | Diversity↑ | FID↓ | KID↓ "
+            "| FID random only↓ |")
   assert header in table
   assert "| Full pipeline (IHN + C + F) | 20.0000 |" in table
   assert "Missing metrics" in table
