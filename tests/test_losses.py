@@ -5,6 +5,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -133,6 +134,9 @@ def test_weighted_total():
   assert "pixle" in str(err.value) and "self_similarity" in str(err.value)
   total, weighted = losses.weighted_total({}, terms)
   assert float(total) == 0.0 and weighted == {}
+  config_weights = ml_collections.ConfigDict({"pixel": 5.0, "kl": 0.0})
+  total, weighted = losses.weighted_total(config_weights, terms)
+  assert float(total) == 10.0 and set(weighted) == {"pixel"}
 
 
 def test_registry_names_callables():

@@ -140,3 +140,25 @@ def test_loader_errors_and_random_features(tmp_path, caplog):
   np.savez(tmp_path / "vgg19.npz", **flat)
   with pytest.raises(ValueError, match="conv2_1/kernel"):
     vgg.load_vgg19_params(cfg)
+
+
+def test_mapping_matches_pytorch_convolutions():
+  """torchvision layout: the first block computed by PyTorch (random weights)
+  equals ours after `torchvision_vgg19_to_flax`."""
+  torch = pytest.importorskip("torch")
+  torch.manual_seed(0)
+  block = torch.nn.Sequential(
+      torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU(),
+      torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(),
+      torch.nn.MaxPool2d(2, 2))
+  sd = {f"features.{k}": v.numpy() for k, v in block.state_dict().items()}
+  params = vgg.init_vgg19_params(0)
+  mapped = vgg.torchvision_vgg19_to_flax(
+      {**vgg.flax_vgg19_to_torchvision(params), **sd})
+  img = np.random.default_rng(4).random((2, 6, 6, 3), dtype=np.float32)
+  with torch.no_grad():
+    expected = block(torch.from_numpy(img.transpose(0, 3, 1, 2))).numpy()
+  got = vgg.VGG19(normalization="none").apply({"params": mapped}, img,
+                                              layers=("pool1",))["pool1"]
+  np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), expected,
+                             rtol=1e-4, atol=1e-5)
