@@ -43,6 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ihc_jax import weights as weights_lib
+
 # (block, number of convs) of VGG19.
 _BLOCKS = ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
 
@@ -265,8 +267,6 @@ def load_vgg19_params(perceptual_config: Any, *, seed: int = 0) -> dict[str, Any
   path = getattr(perceptual_config, "vgg19_weights", None) or None
   random_features = bool(getattr(perceptual_config, "random_features", False))
   if path is not None and os.path.exists(path):
-    # Imported here: weights.py is only needed when a file is actually read.
-    from ihc_jax import weights as weights_lib  # pylint: disable=g-import-not-at-top
     example = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
     variables = weights_lib.load_and_validate(path, VGG19(), example,
                                               layers=("relu5_4",))
