@@ -488,7 +488,12 @@ def _define_flags() -> None:
   flags.mark_flags_as_required(["config", "workdir"])
 
 
-if __name__ == "__main__":
-  from absl import app as _app  # pylint: disable=g-import-not-at-top
+def console_main() -> None:
+  """Entry point for a console script (`ihc-evaluate`)."""
+  from absl import app  # pylint: disable=g-import-not-at-top
   _define_flags()
-  _app.run(main)
+  app.run(main)
+
+
+if __name__ == "__main__":
+  console_main()
