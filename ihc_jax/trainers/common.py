@@ -52,6 +52,8 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from ihc_jax.trainers import resilience
+
 STAGES = ("ihn", "hist", "color", "fusion")
 REQUIRED_PREFIX = "REQUIRED"
 CONFIG_FILE = "config.json"
@@ -255,9 +257,10 @@ class StageCheckpointer:
     self.manager.save(step, args=ocp.args.Composite(**items), force=True)
     self.manager.wait_until_finished()
 
-  def restore(self, target: TrainState) -> TrainState:
-    """Restores the latest checkpoint into the structure/sharding of `target`."""
-    step = self.latest_step()
+  def restore(self, target: TrainState, step: int | None = None
+              ) -> TrainState:
+    """Restores a checkpoint (the latest by default) into `target`'s structure."""
+    step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.manager.directory}")
     items = {name: ocp.args.StandardRestore(v)
@@ -650,7 +653,8 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, stage: Stage,
     checkpointer = StageCheckpointer(
         workdir, stage.name, max_to_keep=config.checkpoint.max_to_keep)
     if checkpointer.latest_step() is not None:
-      state = checkpointer.restore(state)
+      # Falls back past damaged steps (moved aside to <step>.corrupt).
+      state = resilience.restore_newest_intact(checkpointer, state)
       logging.info("Resumed stage %s from step %d.", stage.name,
                    int(state.step))
     else:
