@@ -285,9 +285,9 @@ class Pipeline:
         raise PipelineError(f"{meta_path}: unreadable pipeline description "
                             f"({_first_line(e)})") from None
     model_config = model_config or models.default_model_config()
+    # E's linear layers depend on its input size, the training tile size.
     examples = _example_inputs(
-        model_config, max(_model_size(model_config),
-                          _encoder_step(model_config)))
+        model_config, kwargs.get("image_size", OFFICIAL_IMAGE_SIZE))
     variables = {}
     for name, file in OFFICIAL_FILES.items():
       try:
@@ -663,7 +663,8 @@ _TRAIN_KWARG = {"ihn": {"train": False}, "generator": {"train": False},
                 "encoder": {}, "fusion": {}}
 
 
-def init_random_variables(model_config: Any, *, seed: int = 0
+def init_random_variables(model_config: Any, *, seed: int = 0,
+                          image_size: int = OFFICIAL_IMAGE_SIZE
                           ) -> dict[str, Any]:
   """Random-weight variables of the four networks (tests and benchmarks).
 
@@ -675,12 +676,12 @@ def init_random_variables(model_config: Any, *, seed: int = 0
   Args:
     model_config: sections ihn, generator, encoder, fusion.
     seed: seed of the numpy generator.
+    image_size: the pipeline's tile size; E's linear layers depend on it.
 
   Returns:
     name -> Flax variables (numpy arrays).
   """
-  size = max(_model_size(model_config), _encoder_step(model_config))
-  examples = _example_inputs(model_config, size)
+  examples = _example_inputs(model_config, image_size)
   rng = np.random.default_rng(seed)
 
   def fill(path, leaf):

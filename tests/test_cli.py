@@ -21,8 +21,8 @@ from ihc_jax.trainers import defaults
 def checkpoint(tmp_path_factory):
   folder = tmp_path_factory.mktemp("weights")
   config = defaults.tiny_model(32)
-  inference.Pipeline(config, inference.init_random_variables(config),
-                     image_size=32).save(folder)
+  variables = inference.init_random_variables(config, image_size=32)
+  inference.Pipeline(config, variables, image_size=32).save(folder)
   return str(folder)
 
 

@@ -25,7 +25,8 @@ TILE = 32  # tiny U-Nets have 5 levels: inputs are multiples of 32
 
 def make_pipeline(seed=0):
   config = defaults.tiny_model(TILE)
-  variables = inference.init_random_variables(config, seed=seed)
+  variables = inference.init_random_variables(config, seed=seed,
+                                               image_size=TILE)
   return inference.Pipeline(config, variables, image_size=TILE, overlap=8,
                             tile_batch=4, source="random tiny")
 
@@ -110,6 +111,15 @@ def test_reference_modes(pipeline, halftone, reference):
   # z = mu + eps * exp(logvar / 2) with eps ~ N(0, 1).
   eps = (sampled[0] - mu[0]) / np.exp(0.5 * logvar[0])
   assert 0 < np.abs(eps).max() < 6
+
+
+def test_random_encoder_matches_tile_size():
+  # E flattens its pooled features, so its linear layers depend on the size:
+  # tiny E has 32 channels after 2 downsamplings and pools by 8.
+  config = defaults.tiny_model(TILE)
+  for size, inputs in ((32, 1 * 1 * 32), (64, 2 * 2 * 32)):
+    variables = inference.init_random_variables(config, image_size=size)
+    assert variables["encoder"]["params"]["mu"]["kernel"].shape == (inputs, 8)
 
 
 def test_prepare_reference_resizes_shorter_side_and_crops():

@@ -64,8 +64,9 @@ def _colorize_photo(tmp_path, checkpoint, capsys, *extra):
 
 def test_e2e_random_weights(tmp_path, capsys):
   config = defaults.tiny_model(32)
-  inference.Pipeline(config, inference.init_random_variables(config),
-                     image_size=32).save(tmp_path / "weights")
+  variables = inference.init_random_variables(config, image_size=32)
+  inference.Pipeline(config, variables, image_size=32).save(
+      tmp_path / "weights")
   out = _colorize_photo(tmp_path, tmp_path / "weights", capsys,
                         "--tile-batch", "4")
   for name in ("ref", "rand1", "rand2"):

@@ -62,7 +62,7 @@ def main(argv: Sequence[str]) -> None:
     config = defaults.tiny_model(args.size)
   else:
     config = models.default_model_config()
-  variables = inference.init_random_variables(config)
+  variables = inference.init_random_variables(config, image_size=args.size)
   rng = np.random.default_rng(0)
   reference = rng.random((args.size, args.size, 3), dtype=np.float32)
   print(f"device: {jax.devices()[0].device_kind}; networks: "
