@@ -448,12 +448,15 @@ def validate_config(config: ml_collections.ConfigDict,
       choices.
   """
   _check_section(config, default, "", dict(choices))
+  missing = []
   for key in required:
     value = config
     for part in key.split("."):
       value = value[part]
     if not value or str(value).startswith(REQUIRED_PREFIX):
-      raise ValueError(f"config key {key!r} must be set: {value!r}")
+      missing.append(f"{key!r} ({value!r})")
+  if missing:
+    raise ValueError(f"config keys must be set: {', '.join(missing)}")
 
 
 def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
