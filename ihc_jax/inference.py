@@ -164,6 +164,15 @@ def _trained_period(config: Any) -> float | None:
   return None
 
 
+def _weight_file(folder: str, network: str) -> str | None:
+  """`<network>.npz` or `<network>.safetensors` in folder, if present."""
+  for ext in (".npz", ".safetensors"):
+    path = os.path.join(folder, network + ext)
+    if os.path.isfile(path):
+      return path
+  return None
+
+
 def _first_line(error: BaseException) -> str:
   text = str(error.args[0] if isinstance(error, KeyError) and error.args
              else error)
@@ -242,8 +251,8 @@ class Pipeline:
       raise PipelineError(f"{path}: checkpoint folder does not exist"
                           if not os.path.exists(path) else
                           f"{path}: checkpoint must be a folder")
-    if any(os.path.exists(os.path.join(path, f))
-           for f in OFFICIAL_FILES.values()):
+    if any(_weight_file(path, n) for n in NETWORKS) or os.path.exists(
+        os.path.join(path, PIPELINE_FILE)):
       return cls.from_official(path, **kwargs)
     return cls.from_workdir(path, **kwargs)
 
@@ -259,14 +268,15 @@ class Pipeline:
     "screen_period": float or null, "noise_variant": str}.
 
     Args:
-      folder: holds ihn.npz, generator.npz, encoder.npz, fusion.npz.
+      folder: holds ihn.npz, generator.npz, encoder.npz, fusion.npz (or
+        .safetensors files of the same names).
       model_config: network sizes; the official sizes by default.
       **kwargs: passed to the constructor.
     """
     from ihc_jax import weights  # pylint: disable=g-import-not-at-top
     folder = os.fspath(folder)
     missing = [f"{f} ({n})" for n, f in OFFICIAL_FILES.items()
-               if not os.path.isfile(os.path.join(folder, f))]
+               if not _weight_file(folder, n)]
     if missing:
       raise PipelineError(
           f"{folder}: missing {', '.join(missing)}; convert the official "
@@ -289,14 +299,14 @@ class Pipeline:
     examples = _example_inputs(
         model_config, kwargs.get("image_size", OFFICIAL_IMAGE_SIZE))
     variables = {}
-    for name, file in OFFICIAL_FILES.items():
+    for name in NETWORKS:
+      file = _weight_file(folder, name)
       try:
         variables[name] = weights.load_and_validate(
-            os.path.join(folder, file), models.build(name, model_config[name]),
-            *examples[name], **_TRAIN_KWARG[name])
+            file, models.build(name, model_config[name]), *examples[name],
+            **_TRAIN_KWARG[name])
       except (OSError, ValueError, KeyError) as e:
-        raise PipelineError(f"{os.path.join(folder, file)}: "
-                            f"{_first_line(e)}") from None
+        raise PipelineError(f"{file}: {_first_line(e)}") from None
     kwargs.setdefault("source", folder)
     return cls(model_config, variables, **kwargs)
 
