@@ -1,0 +1,180 @@
+"""Training-step speed per stage: `python -m ihc_jax.bench train [options]`.
+
+For each stage, builds its real jitted train step (the one `run_stage` uses)
+on random data and random frozen networks, and prints steps/s, images/s, the
+peak memory (device statistics where the backend has them, else XLA's
+memory analysis of the step) and the achieved FLOP/s (XLA cost analysis of
+the compiled step / measured step time).
+
+  python -m ihc_jax.bench train --stage ihn                 # demo size (64 px, tiny)
+  python -m ihc_jax.bench train --stage color --size paper  # 256 px, official widths
+  python -m ihc_jax.bench train --stage all --steps 3
+
+`--size paper` is meant for a GPU/TPU; on a CPU use a small `--batch` and
+few `--steps`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import resource
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ihc_jax import models
+from ihc_jax import weights
+from ihc_jax.tools import convert_weights
+from ihc_jax.trainers import chain
+from ihc_jax.trainers import common
+from ihc_jax.trainers import defaults
+
+STAGES = ("ihn", "hist", "color", "fusion")
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+
+def stage_config(stage: str, size: str, batch: int | None
+                 ) -> ml_collections.ConfigDict:
+  """The demo-size or paper-size config of `stage` (random VGG features)."""
+  module = importlib.import_module(f"ihc_jax.trainers.{stage}")
+  config = module.default_config()
+  if size == "demo":
+    demo = _load_demo_config()
+    config = demo.stages[stage]
+  elif size != "paper":
+    raise ValueError(f"--size must be 'demo' or 'paper', got {size!r}")
+  if batch:
+    config.data.batch_size = batch
+  config.perceptual.random_features = True
+  return config
+
+
+def _load_demo_config() -> ml_collections.ConfigDict:
+  path = os.path.join(_REPO, "configs", "demo.py")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: --size demo needs the "
+                            "repository's configs/ folder")
+  spec = importlib.util.spec_from_file_location("configs_demo", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def write_random_frozen(config: ml_collections.ConfigDict, root: str,
+                        model_config: ml_collections.ConfigDict) -> None:
+  """Points `config.frozen.*` at checkpoints of random networks under `root`.
+
+  Each frozen network gets a stage workdir (config.json + a step-0
+  checkpoint), sized by its section of `model_config`.
+  """
+  size = config.data.image_size
+  for name in config.frozen.keys():
+    section = model_config[name]
+    module = models.build(name, section)
+    args, kwargs = convert_weights.example_inputs(name, section, size, 1)
+    variables = weights.random_variables(module, *args, **kwargs)
+    workdir = os.path.join(root, name)
+    stage_config_ = ml_collections.ConfigDict({
+        "trainer": chain.TRAINED_BY[name],
+        "data": {"image_size": size},
+        "model": {name: section.to_dict()}})
+    common.save_stage_config(stage_config_, workdir)
+    checkpointer = common.StageCheckpointer(workdir, chain.TRAINED_BY[name])
+    checkpointer.save(common.TrainState(
+        step=jnp.zeros((), jnp.int32), variables={name: dict(variables)},
+        opt_states={}, nonfinite_streak=jnp.zeros((), jnp.int32)))
+    checkpointer.close()
+    config.frozen[name] = workdir
+
+
+def _first(analysis: Any) -> dict[str, Any]:
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else {}
+  return dict(analysis or {})
+
+
+def bench_stage(stage: str, size: str = "demo", batch: int | None = None,
+                steps: int = 5) -> dict[str, float]:
+  """Times `steps` train steps of `stage` after one compile+warm-up step.
+
+  Returns:
+    steps_per_s, images_per_s, flops_per_step, achieved_flops_per_s,
+    peak_memory_bytes, compile_s.
+  """
+  config = stage_config(stage, size, batch)
+  module = importlib.import_module(f"ihc_jax.trainers.{stage}")
+  with tempfile.TemporaryDirectory() as root:
+    write_random_frozen(config, root, models.default_model_config()
+                        if size == "paper" else defaults.tiny_model(
+                            config.data.image_size))
+    trainer = module.make_stage(config)
+  mesh = common.make_mesh()
+  state = common.replicate(common.init_state(
+      trainer.init_variables(jax.random.PRNGKey(0)), trainer.optimizers), mesh)
+  frozen = common.replicate(trainer.frozen, mesh)
+  b, s = config.data.batch_size, config.data.image_size
+  rng = np.random.default_rng(0)
+  batch_np = {k: rng.random((b, s, s, 3), np.float32)
+              for k in ("image", "reference")}
+  from ihc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  data = input_pipeline.shard_batch(batch_np, mesh)
+  step = jax.jit(trainer.train_step, donate_argnums=(0,))
+  start = time.perf_counter()
+  compiled = step.lower(state, data, frozen, jax.random.PRNGKey(0)).compile()
+  compile_s = time.perf_counter() - start
+  cost = _first(compiled.cost_analysis())
+  memory = compiled.memory_analysis()
+  state, metrics = compiled(state, data, frozen, jax.random.PRNGKey(0))
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for i in range(steps):
+    state, metrics = compiled(state, data, frozen, jax.random.PRNGKey(i + 1))
+  jax.block_until_ready((state, metrics))
+  seconds = (time.perf_counter() - start) / max(1, steps)
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    peak = float(stats["peak_bytes_in_use"])
+  elif memory is not None:
+    peak = float(memory.argument_size_in_bytes + memory.output_size_in_bytes
+                 + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+  else:
+    peak = float("nan")
+  flops = float(cost.get("flops", float("nan")))
+  return {"steps_per_s": 1.0 / seconds, "images_per_s": b / seconds,
+          "flops_per_step": flops, "achieved_flops_per_s": flops / seconds,
+          "peak_memory_bytes": peak, "compile_s": compile_s,
+          "host_max_rss_bytes": 1024.0 * resource.getrusage(
+              resource.RUSAGE_SELF).ru_maxrss}
+
+
+def main(argv: Sequence[str]) -> None:
+  """Parses `argv` and prints one line per stage."""
+  parser = argparse.ArgumentParser(prog="python -m ihc_jax.bench train",
+                                   description=__doc__.split("\n")[0])
+  parser.add_argument("--stage", default="all", choices=STAGES + ("all",))
+  parser.add_argument("--size", default="demo", choices=("demo", "paper"))
+  parser.add_argument("--batch", type=int, default=None,
+                      help="global batch (default: the config's)")
+  parser.add_argument("--steps", type=int, default=5, help="timed steps")
+  args = parser.parse_args(list(argv))
+  stages = STAGES if args.stage == "all" else (args.stage,)
+  print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}")
+  for stage in stages:
+    r = bench_stage(stage, args.size, args.batch, args.steps)
+    config = stage_config(stage, args.size, args.batch)
+    print(f"{stage:7s} {args.size} {config.data.image_size}px "
+          f"batch {config.data.batch_size}: {r['steps_per_s']:.3f} steps/s, "
+          f"{r['images_per_s']:.2f} images/s, "
+          f"{r['achieved_flops_per_s'] / 1e9:.2f} GFLOP/s achieved "
+          f"({r['flops_per_step'] / 1e9:.2f} GFLOP/step), peak memory "
+          f"{r['peak_memory_bytes'] / 2**20:.0f} MiB, compile "
+          f"{r['compile_s']:.1f} s")
