@@ -224,8 +224,10 @@ def guarded_update(state: TrainState,
 def _checkpoint_manager(stage_workdir: str, *, read_only: bool = False,
                         max_to_keep: int | None = None) -> ocp.CheckpointManager:
   directory = os.path.join(os.path.abspath(stage_workdir), CHECKPOINT_DIR)
+  # Readers open with create=False rather than read_only=True, which only
+  # adds warnings.
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+      max_to_keep=max_to_keep, create=not read_only,
       enable_async_checkpointing=False)
   return ocp.CheckpointManager(directory, options=options)
 
@@ -332,7 +334,11 @@ def restore_network_variables(stage_workdir: str, network: str,
   manager = _checkpoint_manager(stage_workdir, read_only=True)
   try:
     restored = manager.restore(
-        step, args=ocp.args.Composite(**{network: ocp.args.StandardRestore()}))
+        step, args=ocp.args.Composite(**{network: ocp.args.StandardRestore(
+            # A checkpoint saved on other devices (a pod, several GPUs) is
+            # read onto this process's first device.
+            fallback_sharding=jax.sharding.SingleDeviceSharding(
+                jax.local_devices()[0]))}))
   finally:
     manager.close()
   return dict(restored[network])
