@@ -180,8 +180,9 @@ def _colorize_file(pipeline, path: str, rel_dir: str, args, reference,
       image_io.write_image(target, image, protect=protect)
       written.append(target)
       taken[target] = path
-  except image_io.ImageError:
-    for target in written:  # no partial set of outputs for a failed file
+  except BaseException:
+    # No partial set of outputs for a failed (or interrupted) file.
+    for target in written:
       os.remove(target)
       taken.pop(target, None)
     raise
@@ -203,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   handler = _TqdmHandler()
   handler.setFormatter(logging.Formatter("note: %(message)s"))
   package_logger = logging.getLogger("ihc_jax")
+  saved = package_logger.level, package_logger.propagate
   package_logger.addHandler(handler)
   package_logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
   package_logger.propagate = False
@@ -210,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(parser, args)
   finally:
     package_logger.removeHandler(handler)
-    package_logger.propagate = True
+    package_logger.setLevel(saved[0])
+    package_logger.propagate = saved[1]
 
 
 def _error(message: str) -> int:
