@@ -2,8 +2,8 @@
 
 The `hist` stage of configs/test.py runs through `python -m ihc_jax.main`
 with a checkpoint after every step. One run goes straight through; a second
-workdir is trained by a chain of processes: the first two are killed with
-SIGKILL and the third is stopped with SIGTERM, each as soon as a checkpoint
+workdir is trained by a chain of processes: the first three are killed with
+SIGKILL and the fourth is stopped with SIGTERM, each as soon as a checkpoint
 step from a seeded random schedule appears (so the kill lands wherever the
 process is: in a step, in a save, between the two), and each next process
 resumes from the newest committed checkpoint. Every checkpoint step the
@@ -31,7 +31,7 @@ import numpy as np
 from ihc_jax.trainers import common
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 14
+STEPS = 18
 
 
 def _command(workdir):
@@ -92,9 +92,9 @@ def test_sigkill_and_sigterm_resume_bit_for_bit(tmp_path):
   # Seeded "random" interruption points, at least 3 steps apart.
   rng = random.Random(8)
   first = rng.randint(2, 4)
-  schedule = [(first, signal.SIGKILL),
-              (first + rng.randint(3, 4), signal.SIGKILL)]
-  schedule.append((schedule[-1][0] + rng.randint(3, 4), signal.SIGTERM))
+  schedule = [(first, signal.SIGKILL)]
+  for signum in (signal.SIGKILL, signal.SIGKILL, signal.SIGTERM):
+    schedule.append((schedule[-1][0] + rng.randint(3, 4), signum))
   resumed_from = []
   for target, signum in schedule:
     resumed_from.append(max(_committed_steps(chain), default=0))
@@ -117,7 +117,7 @@ def test_sigkill_and_sigterm_resume_bit_for_bit(tmp_path):
   assert term_step < STEPS
   # Every process after the first resumed from a checkpoint.
   assert resumed_from[0] == 0 and all(s > 0 for s in resumed_from[1:])
-  assert len(re.findall(r"Resumed stage hist from step (\d+)", log)) == 2
+  assert len(re.findall(r"Resumed stage hist from step (\d+)", log)) == 3
 
   assert reference.wait(timeout=300) == 0
   checked = 0
