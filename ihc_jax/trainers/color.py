@@ -258,8 +258,11 @@ def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
                                           mutable=["batch_stats"])
     b = data["image"].shape[0]
     real = [x[:b] for x in logits]
-    fake = [x[b:] for x in logits]
-    loss = losses.discriminator_adversarial_loss(real, fake, mode=mode)
+    # Two fake sets (I_rec, I_rand) against the same reals, averaged.
+    loss = 0.5 * sum(
+        losses.discriminator_adversarial_loss(
+            real, [x[b * (i + 1):b * (i + 2)] for x in logits], mode=mode)
+        for i in range(2))
     return loss, updates["batch_stats"]
 
   def train_step(state, batch, frozen, rng):

@@ -656,11 +656,20 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, stage: Stage,
   base_key = jax.random.PRNGKey(config.seed)
   init_key, train_key, eval_key = jax.random.split(base_key, 3)
 
+  checkpointer = StageCheckpointer(
+      workdir, stage.name, max_to_keep=config.checkpoint.max_to_keep)
+  summary_path = os.path.join(workdir, "metrics_summary.json")
+  if ((checkpointer.latest_step() or 0) >= config.num_train_steps
+      and os.path.exists(summary_path)):
+    # A finished stage (e.g. a restarted chain): nothing to compile.
+    logging.info("Stage %s in %s is finished.", stage.name, workdir)
+    checkpointer.close()
+    with open(summary_path) as f:
+      return json.load(f)["metrics"]
+
   with _StopOnSigterm() as stop:
     # Restore order: workdir checkpoint, then init_from, then fresh init.
     state = init_state(stage.init_variables(init_key), stage.optimizers)
-    checkpointer = StageCheckpointer(
-        workdir, stage.name, max_to_keep=config.checkpoint.max_to_keep)
     if checkpointer.latest_step() is not None:
       # Falls back past damaged steps (moved aside to <step>.corrupt).
       state = resilience.restore_newest_intact(checkpointer, state)
