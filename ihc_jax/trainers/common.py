@@ -46,6 +46,7 @@ from clu import periodic_actions
 import flax
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
@@ -736,6 +737,9 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, stage: Stage,
                           or step == num_steps):
         columns = sample_step(state, sample_batch, frozen,
                               jax.random.fold_in(eval_key, step))
+        # The batch axis spans every process: gather it (a collective, so
+        # every process takes part) before reading it on the host.
+        columns = multihost_utils.process_allgather(columns, tiled=True)
         grid = image_grid(list(zip(stage.sample_titles, columns)),
                           config.log.sample_rows)
         writer.write_images(step, {"samples": grid[None]})
