@@ -41,7 +41,7 @@ from ihc_jax.trainers import networks
 
 TRAINED = ("encoder", "generator", "discriminator")
 FROZEN = ("ihn", "histogram")
-VGG_LOSSES = ("structure", "style", "mode_seeking")
+VGG_LOSSES = ("structure", "style")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -74,8 +74,12 @@ def default_config() -> ml_collections.ConfigDict:
       adversarial=1.0,      # L_adv: BicycleGAN lambda_GAN
       self_similarity=1.0,  # L_sim: choice
       histogram=1.0,        # L_hist BCE of H histograms: choice
-      mode_seeking=1.0,     # L_ms: MSGAN's lambda_ms
+      mode_seeking=0.1,     # L_ms: choice (MSGAN uses 1 with "pixel")
   ))
+  # "pixel": MSGAN's mean |G(z1) - G(z2)| / mean |z1 - z2|; "gram": the
+  # paper's Gram distance of VGG relu4_1 features, whose ratio is tiny (1/x
+  # huge) unless the weight is tuned to it.
+  config.mode_seeking_distance = "pixel"
   # G on halftone -> colour halftone (the C->IHN path), L1: choice.
   config.halftone_task_weight = 10.0
   config.frozen = ml_collections.ConfigDict({
@@ -85,14 +89,23 @@ def default_config() -> ml_collections.ConfigDict:
   config.init_from = ml_collections.ConfigDict(
       {name: "" for name in TRAINED})
   # Built-in exemplar transfer (used when the data has no `example`).
-  config.exemplar = ml_collections.ConfigDict()
+  config.exemplar = ml_collections.ConfigDict(dict(
+      num_samples=200, window=5, luminance_weight=0.5, chunk_pixels=16384))
   return config
+
+
+def _vgg_losses(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  if config.mode_seeking_distance == "gram":
+    return VGG_LOSSES + ("mode_seeking",)
+  return VGG_LOSSES
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks `config` against `default_config()` (keys, types, choices, paths)."""
-  common.validate_config(config, default_config(), choices=defaults.CHOICES,
-                         required=defaults.required_keys(config, VGG_LOSSES))
+  common.validate_config(
+      config, default_config(),
+      choices=dict(defaults.CHOICES, mode_seeking_distance=("pixel", "gram")),
+      required=defaults.required_keys(config, _vgg_losses(config)))
 
 
 def check_frozen_sizes(config: ml_collections.ConfigDict) -> None:
@@ -120,7 +133,7 @@ def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
   size = config.data.image_size
   weights = config.loss
   mode = config.adversarial_mode
-  use_vgg = defaults.uses_vgg(weights, VGG_LOSSES)
+  use_vgg = defaults.uses_vgg(weights, _vgg_losses(config))
   frozen = {name: variables for name, (_, variables) in loaded.items()}
   if use_vgg:
     frozen["vgg19"] = {"params": vgg.load_vgg19_params(
@@ -161,6 +174,7 @@ def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
     else:
       from ihc_jax import exemplar  # pylint: disable=g-import-not-at-top
       example = exemplar.exemplar_transfer(gray, batch["reference"],
+                                           key=keys[3],
                                            **config.exemplar.to_dict())
     return dict(image=image, reference=batch["reference"], gray=gray,
                 halftone=ht, ihn_gray=ihn_gray,
@@ -216,9 +230,10 @@ def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
           rand1, image, f_rand1, f_image)
       terms["style"] = (losses.style_loss_from_features(f_rec, f_image)
                         + losses.style_loss_from_features(f_ref, f_reference))
-      terms["mode_seeking"] = losses.mode_seeking_loss_from_features(
-          f_rand1, f_rand2, z_r1, z_r2, distance="gram")
-    else:
+      if config.mode_seeking_distance == "gram":
+        terms["mode_seeking"] = losses.mode_seeking_loss_from_features(
+            f_rand1, f_rand2, z_r1, z_r2, distance="gram")
+    if config.mode_seeking_distance == "pixel":
       terms["mode_seeking"] = losses.mode_seeking_loss_from_features(
           rand1, rand2, z_r1, z_r2, distance="pixel")
     mu_hat, _ = encoder.apply({"params": params["encoder"]},
