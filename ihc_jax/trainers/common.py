@@ -88,7 +88,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Places every array of `tree` fully replicated on `mesh`."""
-  return jax.device_put(tree, replicated(mesh))
+  # Through the host: arrays committed to one local device (as restored from
+  # a checkpoint) cannot be put on other processes' devices directly.
+  return jax.device_put(jax.device_get(tree), replicated(mesh))
 
 
 # ----------------------------------------------------------------------------
