@@ -19,6 +19,11 @@ and computes the same per-example terms; the batch means then add two terms
 across devices, and a two-term float sum is the same in either order. So
 the parameters are compared for exact equality (tolerance 0; measured: they
 are bit-identical on CPU with gloo, jax 0.10.2).
+
+The 2-process run is also interrupted: it first stops at step 2, the test
+damages checkpoint step 2, and a second pair of processes falls back to step
+1 (moving step 2 aside, process 0 renaming while process 1 waits) and
+resumes to step 3, which must still equal the straight 1-process run.
 """
 
 import os
@@ -26,6 +31,7 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 from PIL import Image
 
@@ -49,9 +55,10 @@ def _write_photos(folder):
     Image.fromarray(pixels).save(os.path.join(folder, f"{name}.png"))
 
 
-def _command(workdir, photos):
+def _command(workdir, photos, steps):
   return [sys.executable, "-m", "ihc_jax.main", "--config=configs/test.py:hist",
-          f"--workdir={workdir}", f"--config.num_train_steps={STEPS}",
+          f"--workdir={workdir}", f"--config.num_train_steps={steps}",
+          "--config.checkpoint.every_steps=1",
           f"--config.data.source=folder:{photos}",
           f"--config.data.eval_source=folder:{photos}",
           "--config.data.random_flip=False"]
@@ -66,7 +73,24 @@ def _env(cache, **extra):
   return env
 
 
+def _start(command, log_path, env):
+  with open(log_path, "w") as log:
+    return subprocess.Popen(command, cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT, env=env)
+
+
+def _start_pair(workdir, photos, steps, cache, log_prefix):
+  port = _free_port()
+  logs = [f"{log_prefix}{i}.log" for i in range(2)]
+  processes = [_start(_command(workdir, photos, steps), logs[i], _env(
+      cache, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+      JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))) for i in range(2)]
+  return processes, logs
+
+
 def _wait(processes, logs):
+  """Waits for every process; returns the logs' text."""
+  texts = []
   for process, log in zip(processes, logs):
     try:
       process.wait(timeout=300)
@@ -74,58 +98,50 @@ def _wait(processes, logs):
       if process.poll() is None:
         process.kill()
     with open(log) as f:
-      tail = f.read()[-3000:]
-    assert process.returncode == 0, f"{log}:\n{tail}"
+      texts.append(f.read())
+    assert process.returncode == 0, f"{log}:\n{texts[-1][-3000:]}"
+  return texts
+
+
+def _histogram_leaves(workdir, step=None):
+  return [np.asarray(x) for x in jax.tree.leaves(
+      common.restore_network_variables(workdir, "histogram", step=step))]
 
 
 def test_two_processes_equal_one_process_with_two_devices(tmp_path):
   photos = str(tmp_path / "photos")
   _write_photos(photos)
   cache = str(tmp_path / "jax_cache")
-  port = _free_port()
   multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
-  processes, logs = [], []
-  for process_id in range(2):
-    logs.append(str(tmp_path / f"process{process_id}.log"))
-    with open(logs[-1], "w") as log:
-      processes.append(subprocess.Popen(
-          _command(multi, photos), cwd=REPO, stdout=log,
-          stderr=subprocess.STDOUT, env=_env(
-              cache, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-              JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(process_id))))
-  logs.append(str(tmp_path / "single.log"))
-  with open(logs[-1], "w") as log:
-    processes.append(subprocess.Popen(
-        _command(single, photos), cwd=REPO, stdout=log,
-        stderr=subprocess.STDOUT, env=_env(
-            cache, XLA_FLAGS="--xla_force_host_platform_device_count=2")))
-  _wait(processes, logs)
-
-  with open(logs[0]) as f:
-    log0 = f.read()
-  with open(logs[1]) as f:
-    log1 = f.read()
+  single_log = str(tmp_path / "single.log")
+  straight = _start(_command(single, photos, STEPS), single_log, _env(
+      cache, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+  pair, logs = _start_pair(multi, photos, 2, cache, str(tmp_path / "first"))
+  log0, log1 = _wait(pair, logs)
   assert "JAX process 0 of 2" in log0 and "JAX process 1 of 2" in log1
   # Per-host shards: each process read one of the two photos.
   assert "every process reads all" not in log0 + log1
   # Only process 0 writes summaries and the config.
   events = [f for f in os.listdir(multi) if f.startswith("events.out")]
   assert len(events) == 1 and os.path.exists(os.path.join(multi, "config.json"))
+
+  # Damage the newest step; the next pair falls back to step 1.
+  os.remove(os.path.join(multi, common.CHECKPOINT_DIR, "2", "histogram",
+                         "manifest.ocdbt"))
+  pair, logs = _start_pair(multi, photos, STEPS, cache,
+                           str(tmp_path / "second"))
+  log0, log1 = _wait(pair, logs)
+  for log in (log0, log1):
+    assert "Checkpoint step 2 in" in log and "cannot be restored" in log
+    assert "Resumed stage hist from step 1." in log
+  assert "2.corrupt" in os.listdir(os.path.join(multi, common.CHECKPOINT_DIR))
   assert common.checkpoint_networks(multi)[0] == STEPS
+  _wait([straight], [single_log])
 
-  got = common.restore_network_variables(multi, "histogram")
-  want = common.restore_network_variables(single, "histogram")
-  leaves_got, leaves_want = [
-      [np.asarray(x) for x in _leaves(v)] for v in (got, want)]
-  assert len(leaves_got) == len(leaves_want) > 0
-  for a, b in zip(leaves_got, leaves_want):
+  got, want = _histogram_leaves(multi), _histogram_leaves(single)
+  assert len(got) == len(want) > 0
+  for a, b in zip(got, want):
     np.testing.assert_array_equal(a, b)
-  # The runs trained: step 1 (checkpoint every step) differs from step 3.
-  first = [np.asarray(x) for x in _leaves(
-      common.restore_network_variables(multi, "histogram", step=1))]
-  assert any(not np.array_equal(a, b) for a, b in zip(leaves_got, first))
-
-
-def _leaves(tree):
-  import jax  # pylint: disable=g-import-not-at-top
-  return jax.tree.leaves(tree)
+  # The runs trained: step 1 differs from step 3.
+  first = _histogram_leaves(multi, step=1)
+  assert any(not np.array_equal(a, b) for a, b in zip(got, first))
