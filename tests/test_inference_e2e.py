@@ -7,7 +7,8 @@ input's structure (measured SSIM of the result's luma to the IHN gray
 ~0.003-0.006 on this photo), so that test asserts what holds for any weights:
 the files, their sizes, that random codes give different colours and that a
 screen period is estimated and undone. The structure check runs on a trained
-chain (configs/test.py) in the slow test, enabled with IHC_SLOW_TESTS=1.
+chain (configs/test.py) in the slow test, enabled with IHC_SLOW_TESTS=1
+(IHC_E2E_WORKDIR=<trained chain workdir> skips its training).
 """
 
 import os
@@ -89,18 +90,26 @@ def test_e2e_random_weights(tmp_path, capsys):
   assert _load(tmp_path / "out" / "coarse_rand1.png").shape == (96, 72, 3)
 
 
+# Measured with the configs/test.py chain (2 steps per stage, commit
+# 018f570): SSIM of the luma of the reference result to the IHN gray 0.23,
+# random results 0.64 and 0.88; random weights give 0.003 to 0.006. The bound
+# is about half the lowest measured value, far above the random-weight level.
+SSIM_BOUND = 0.1
+
+
 @pytest.mark.skipif(os.environ.get("IHC_SLOW_TESTS") != "1",
-                    reason="trains the test chain (minutes); IHC_SLOW_TESTS=1")
+                    reason="trains the test chain (about 10 min on 2 busy "
+                    "cores); set IHC_SLOW_TESTS=1")
 def test_e2e_trained_chain(tmp_path, capsys):
-  from configs import test as test_config  # pylint: disable=g-import-not-at-top
-  from ihc_jax.trainers import chain  # pylint: disable=g-import-not-at-top
-  chain.train_and_evaluate(test_config.get_config("chain"),
-                           str(tmp_path / "chain"))
-  out = _colorize_photo(tmp_path, tmp_path / "chain", capsys)
-  assert np.abs(out["rand1"] - out["rand2"]).mean() > 1 / 255
-  luma = np.asarray(color.rgb_to_gray(jnp.asarray(out["ref"])))
-  # Bound: see docs/inference.md (measured on the 2-step test chain).
-  assert _ssim(luma[..., None], out["ihn_gray"][..., None]) > SSIM_BOUND
-
-
-SSIM_BOUND = 0.0
+  workdir = os.environ.get("IHC_E2E_WORKDIR")  # a trained test chain, if any
+  if not workdir:
+    from configs import test as test_config  # pylint: disable=g-import-not-at-top
+    from ihc_jax.trainers import chain  # pylint: disable=g-import-not-at-top
+    workdir = str(tmp_path / "chain")
+    chain.train_and_evaluate(test_config.get_config("chain"), workdir)
+  out = _colorize_photo(tmp_path, workdir, capsys)
+  # Measured mean difference of the two random results: 1.5 levels of 255.
+  assert np.abs(out["rand1"] - out["rand2"]).mean() > 0.5 / 255
+  for name in ("ref", "rand1", "rand2"):
+    luma = np.asarray(color.rgb_to_gray(jnp.asarray(out[name])))  # [H,W,1]
+    assert _ssim(luma, out["ihn_gray"][..., None]) > SSIM_BOUND, name
