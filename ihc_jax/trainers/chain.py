@@ -66,6 +66,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     logging.info("Chain: stage %s in %s", name, stage_dir)
     trainer = importlib.import_module(f"ihc_jax.trainers.{name}")
     results[name] = trainer.train_and_evaluate(stage_config, stage_dir)
+    step = common.checkpoint_networks(stage_dir)[0]
+    if step < stage_config.num_train_steps:
+      # The stage stopped early (SIGTERM): later stages must not start.
+      logging.warning("Chain: stage %s stopped at step %d of %d; not "
+                      "starting the next stages.", name, step,
+                      stage_config.num_train_steps)
+      return results
   with open(os.path.join(workdir, "metrics_summary.json"), "w") as f:
     json.dump(results, f, indent=2, sort_keys=True)
   lines = ["# Chain: final metrics per stage", "",
