@@ -543,6 +543,19 @@ class _StopOnSigterm:
     logging.warning("SIGTERM received: saving a checkpoint and stopping.")
     self.requested.set()
 
+  def agreed(self) -> bool:
+    """Whether any process got SIGTERM; all processes get the same answer.
+
+    A collective in multi-process runs, called by every process at the same
+    points of the loop: SIGTERM reaches the processes at different steps, and
+    a process that stopped and saved alone would wait for the others forever.
+    """
+    requested = self.requested.is_set()
+    if jax.process_count() > 1:
+      requested = bool(np.any(multihost_utils.process_allgather(
+          np.int32(requested))))
+    return requested
+
   def __exit__(self, *exc):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
@@ -711,7 +724,7 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, stage: Stage,
     step = start_step
     sample_batch = None
     while step < num_steps:
-      if stop.requested.is_set():
+      if stop.agreed():
         break
       batch = next(train_iter)
       sharded = shard(batch, mesh)
@@ -755,7 +768,7 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, stage: Stage,
         writer.write_scalars(step, eval_metrics)
       if step % config.checkpoint.every_steps == 0 or step == num_steps:
         checkpointer.save(state)
-    if stop.requested.is_set():
+    if stop.agreed():
       if checkpointer.latest_step() != step:
         checkpointer.save(state)
       logging.warning("Stopped by SIGTERM at step %d; checkpoint saved.", step)
