@@ -1,0 +1,186 @@
+"""End-to-end and one-step tests of the four real stages (tiny, 32x32).
+
+One chained run of configs/test.py:chain (2 steps per stage, random VGG
+features on purpose) is shared by every test; the persistent compilation
+cache of this module lets later tests reuse its compiled steps.
+"""
+
+import importlib.util
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from ihc_jax import input_pipeline
+from ihc_jax.trainers import chain
+from ihc_jax.trainers import common
+from ihc_jax.trainers import hist
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STAGES = ("ihn", "hist", "color", "fusion")
+TRAINED = {"ihn": ["ihn"], "hist": ["histogram"],
+           "color": ["discriminator", "encoder", "generator"],
+           "fusion": ["fusion"]}
+FROZEN = {"ihn": [], "hist": [], "color": ["histogram", "ihn"],
+          "fusion": ["encoder", "generator", "ihn"]}
+
+
+def load_test_config(arg):
+  path = os.path.join(REPO, "configs", "test.py")
+  spec = importlib.util.spec_from_file_location("configs_test", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+@pytest.fixture(scope="module")
+def chain_run(tmp_path_factory):
+  """Trains the four stages (2 steps each) once; returns (workdir, results)."""
+  cache = str(tmp_path_factory.mktemp("xla_cache"))
+  previous = (jax.config.jax_compilation_cache_dir,
+              jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.config.update("jax_compilation_cache_dir", cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  workdir = str(tmp_path_factory.mktemp("chain"))
+  try:
+    results = chain.train_and_evaluate(load_test_config("chain"), workdir)
+    yield workdir, results
+  finally:
+    jax.config.update("jax_compilation_cache_dir", previous[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      previous[1])
+
+
+def stage_config(stage, workdir):
+  """The chain's config of `stage`, frozen paths filled in."""
+  for name, config, _ in chain.stage_configs(load_test_config("chain"), workdir):
+    if name == stage:
+      return config
+  raise KeyError(stage)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_ran_end_to_end(chain_run, stage):
+  workdir, results = chain_run
+  stage_dir = os.path.join(workdir, stage)
+  step, saved_stage, networks = common.checkpoint_networks(stage_dir)
+  assert (step, saved_stage, networks) == (2, stage, TRAINED[stage])
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(stage_dir))
+  with open(os.path.join(stage_dir, "metrics_summary.json")) as f:
+    summary = json.load(f)["metrics"]
+  assert summary and all(np.isfinite(v) for v in summary.values())
+  assert summary == pytest.approx(results[stage])
+  if stage != "hist":
+    grid = os.path.join(stage_dir, "samples", "step_0000002.png")
+    assert os.path.getsize(grid) > 0
+  saved = common.load_stage_config(stage_dir)
+  assert saved.trainer == stage and saved.data.image_size == 32
+
+
+def test_chain_summary_and_metrics(chain_run):
+  workdir, results = chain_run
+  with open(os.path.join(workdir, "metrics_summary.json")) as f:
+    summary = json.load(f)
+  assert sorted(summary) == sorted(STAGES)
+  for stage in STAGES:
+    assert summary[stage] == pytest.approx(results[stage])
+  assert {"eval/ihn_psnr", "eval/blur_baseline_psnr"} <= set(results["ihn"])
+  assert {"eval/recovery_psnr", "eval/recovery_ssim"} <= set(results["color"])
+  assert {"eval/fusion_psnr", "eval/c_to_ihn_psnr"} <= set(results["fusion"])
+  # The blur baseline at 32 px with a 3 px screen is well above noise level.
+  assert results["ihn"]["eval/blur_baseline_psnr"] > 12.0
+
+
+def test_chaining_restores_the_right_networks(chain_run):
+  workdir, _ = chain_run
+  color_config = common.load_stage_config(os.path.join(workdir, "color"))
+  assert color_config.frozen.ihn == os.path.join(workdir, "ihn")
+  assert color_config.frozen.histogram == os.path.join(workdir, "hist")
+  fusion_config = common.load_stage_config(os.path.join(workdir, "fusion"))
+  assert fusion_config.frozen.generator == os.path.join(workdir, "color")
+  loaded = common.load_frozen_networks(fusion_config.frozen,
+                                       ["ihn", "generator"])
+  # Architecture of a frozen net comes from the config it was trained with.
+  ihn_config = common.load_stage_config(os.path.join(workdir, "ihn"))
+  assert loaded["ihn"][0].to_dict() == ihn_config.model.ihn.to_dict()
+  assert_trees_equal(loaded["ihn"][1], common.restore_network_variables(
+      os.path.join(workdir, "ihn"), "ihn"))
+  with pytest.raises(KeyError, match=r"stage 'hist'.*has no network 'ihn'"):
+    common.restore_network_variables(os.path.join(workdir, "hist"), "ihn")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_one_step_is_finite_trains_and_keeps_frozen(chain_run, stage):
+  workdir, _ = chain_run
+  config = stage_config(stage, workdir)
+  module = importlib.import_module(f"ihc_jax.trainers.{stage}")
+  trainer = module.make_stage(config)
+  # Frozen networks are exactly the earlier stages' checkpoints, outside the
+  # optimizer's state.
+  assert sorted(k for k in trainer.frozen if k != "vgg19") == FROZEN[stage]
+  for name in FROZEN[stage]:
+    source = os.path.join(workdir, chain.TRAINED_BY[name])
+    expected = common.restore_network_variables(source, name)
+    assert_trees_equal(trainer.frozen[name], expected)
+  mesh = common.make_mesh()
+  state = common.replicate(common.init_state(
+      trainer.init_variables(jax.random.PRNGKey(0)), trainer.optimizers), mesh)
+  assert sorted(state.variables) == TRAINED[stage]
+  before = jax.device_get(state.variables)
+  frozen_before = jax.device_get(trainer.frozen)
+  train_ds, _ = input_pipeline.create_datasets(config.data, seed=0)
+  batch = input_pipeline.shard_batch(next(train_ds.as_numpy_iterator()), mesh)
+  frozen = common.replicate(trainer.frozen, mesh)
+  step = jax.jit(trainer.train_step, donate_argnums=(0,))
+  state, metrics = step(state, batch, frozen, jax.random.PRNGKey(1))
+  metrics = jax.device_get(metrics)
+  assert all(np.isfinite(v) for v in metrics.values()), metrics
+  assert metrics["nonfinite"] == 0.0 and int(state.step) == 1
+  after = jax.device_get(state.variables)
+  for name in TRAINED[stage]:
+    assert any(not np.array_equal(a, b) for a, b in zip(
+        jax.tree.leaves(after[name]["params"]),
+        jax.tree.leaves(before[name]["params"]))), name
+  assert_trees_equal(jax.device_get(frozen), frozen_before)
+
+
+def test_hist_stage_overfits_a_fixed_batch(chain_run):
+  workdir, _ = chain_run
+  config = stage_config("hist", workdir)
+  config.optim.histogram.learning_rate = 3e-3
+  trainer = hist.make_stage(config)
+  state = common.init_state(trainer.init_variables(jax.random.PRNGKey(0)),
+                            trainer.optimizers)
+  train_ds, _ = input_pipeline.create_datasets(config.data, seed=0)
+  batch = jax.device_put(next(train_ds.as_numpy_iterator()))
+  from ihc_jax import losses  # pylint: disable=g-import-not-at-top
+  target = losses.hard_histogram(batch["image"],
+                                 bins=config.model.histogram.bins)
+  # BCE is bounded below by the entropy of the target: compare the excess.
+  floor = float(losses.binary_cross_entropy(target, target))
+  step = jax.jit(trainer.train_step)
+  excess = []
+  for i in range(60):
+    state, metrics = step(state, batch, {}, jax.random.PRNGKey(i))
+    excess.append(float(metrics["loss"]) - floor)
+  assert excess[-1] < excess[0] / 5.0, (excess[0], excess[-1])
+
+
+def test_same_config_and_seed_give_identical_runs(chain_run, tmp_path):
+  workdir, results = chain_run
+  again = str(tmp_path / "hist")
+  metrics = hist.train_and_evaluate(stage_config("hist", workdir), again)
+  assert metrics == results["hist"]
+  assert_trees_equal(
+      common.restore_network_variables(again, "histogram"),
+      common.restore_network_variables(os.path.join(workdir, "hist"),
+                                       "histogram"))
+
+
+def assert_trees_equal(a, b):
+  a, b = jax.device_get(a), jax.device_get(b)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
