@@ -20,16 +20,21 @@ across devices, and a two-term float sum is the same in either order. So
 the parameters are compared for exact equality (tolerance 0; measured: they
 are bit-identical on CPU with gloo, jax 0.10.2).
 
-The 2-process run is also interrupted: it first stops at step 2, the test
-damages checkpoint step 2, and a second pair of processes falls back to step
-1 (moving step 2 aside, process 0 renaming while process 1 waits) and
-resumes to step 3, which must still equal the straight 1-process run.
+The 2-process run is also interrupted: SIGTERM goes to process 0 alone
+once step 2 is saved, and both processes must stop cleanly at the same step
+s (they agree on stopping every step). The test then damages checkpoint step
+s, and a second pair of processes falls back to step s - 1 (moving step s
+aside, process 0 renaming while process 1 waits) and resumes to the end,
+which must still equal the straight 1-process run.
 """
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -38,7 +43,7 @@ from PIL import Image
 from ihc_jax.trainers import common
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 3
+STEPS = 30  # leaves room to stop at step >= 2 well before the end
 
 
 def _free_port() -> int:
@@ -116,8 +121,21 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path):
   single_log = str(tmp_path / "single.log")
   straight = _start(_command(single, photos, STEPS), single_log, _env(
       cache, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
-  pair, logs = _start_pair(multi, photos, 2, cache, str(tmp_path / "first"))
+  pair, logs = _start_pair(multi, photos, STEPS, cache,
+                           str(tmp_path / "first"))
+  directory = os.path.join(multi, common.CHECKPOINT_DIR)
+  deadline = time.time() + 300
+  while not os.path.isdir(os.path.join(directory, "2")):
+    assert pair[0].poll() is None and time.time() < deadline, logs[0]
+    time.sleep(0.01)
+  pair[0].send_signal(signal.SIGTERM)  # process 0 only
   log0, log1 = _wait(pair, logs)
+  stopped = [re.findall(r"Stopped by SIGTERM at step (\d+)", log)
+             for log in (log0, log1)]
+  assert stopped[0] == stopped[1] and len(stopped[0]) == 1, stopped
+  term_step = int(stopped[0][0])
+  assert 2 <= term_step < STEPS
+  assert "SIGTERM received" in log0 and "SIGTERM received" not in log1
   assert "JAX process 0 of 2" in log0 and "JAX process 1 of 2" in log1
   # Per-host shards: each process read one of the two photos.
   assert "every process reads all" not in log0 + log1
@@ -125,16 +143,17 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path):
   events = [f for f in os.listdir(multi) if f.startswith("events.out")]
   assert len(events) == 1 and os.path.exists(os.path.join(multi, "config.json"))
 
-  # Damage the newest step; the next pair falls back to step 1.
-  os.remove(os.path.join(multi, common.CHECKPOINT_DIR, "2", "histogram",
+  # Damage the newest step; the next pair falls back to the one before.
+  os.remove(os.path.join(directory, str(term_step), "histogram",
                          "manifest.ocdbt"))
   pair, logs = _start_pair(multi, photos, STEPS, cache,
                            str(tmp_path / "second"))
   log0, log1 = _wait(pair, logs)
   for log in (log0, log1):
-    assert "Checkpoint step 2 in" in log and "cannot be restored" in log
-    assert "Resumed stage hist from step 1." in log
-  assert "2.corrupt" in os.listdir(os.path.join(multi, common.CHECKPOINT_DIR))
+    assert f"Checkpoint step {term_step} in" in log
+    assert "cannot be restored" in log
+    assert f"Resumed stage hist from step {term_step - 1}." in log
+  assert f"{term_step}.corrupt" in os.listdir(directory)
   assert common.checkpoint_networks(multi)[0] == STEPS
   _wait([straight], [single_log])
 
@@ -142,6 +161,6 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path):
   assert len(got) == len(want) > 0
   for a, b in zip(got, want):
     np.testing.assert_array_equal(a, b)
-  # The runs trained: step 1 differs from step 3.
-  first = _histogram_leaves(multi, step=1)
+  # The runs trained: the first kept step differs from the last.
+  first = _histogram_leaves(multi, step=common.checkpoint_networks(multi)[0] - 2)
   assert any(not np.array_equal(a, b) for a, b in zip(got, first))
