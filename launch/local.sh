@@ -7,7 +7,7 @@
 #   WORKDIR         where checkpoints and logs go (required)
 #   NUM_PROCESSES   processes to start on localhost (default 1)
 #   PORT            coordinator port for NUM_PROCESSES > 1 (default 12355)
-# Extra arguments are passed to ihc_jax.main, e.g. --config.optim.steps=100.
+# Extra arguments are passed to ihc_jax.main, e.g. --config.num_train_steps=100.
 set -euo pipefail
 : "${CONFIG:?set CONFIG, e.g. CONFIG=configs/ihn.py:runlocal}"
 : "${WORKDIR:?set WORKDIR, e.g. WORKDIR=/tmp/ihn}"
