@@ -1,17 +1,15 @@
 """End-to-end: a halftone print of a real photograph through `ihc-colorize`.
 
-The default test uses a tiny pipeline with RANDOM weights saved as npz
-(training even the tiny test chain takes minutes of XLA compilation on a
-2-core CPU, beyond this file's budget). Random networks do not keep the
-input's structure (measured SSIM of the result's luma to the IHN gray
-~0.003-0.006 on this photo), so that test asserts what holds for any weights:
-the files, their sizes, that random codes give different colours and that a
-screen period is estimated and undone. The structure check runs on a trained
-chain (configs/test.py) in the slow test, enabled with IHC_SLOW_TESTS=1
-(IHC_E2E_WORKDIR=<trained chain workdir> skips its training).
+Two tests. One uses a tiny pipeline with RANDOM weights saved as npz and
+asserts what holds for any weights: the files, their sizes, that random codes
+give different colours and that a screen period is estimated and undone
+(random networks do not keep the input's structure: measured SSIM of the
+result's luma to the IHN gray ~0.003-0.006 on this photo). The other runs on
+the tiny trained chain of configs/test.py (the session's `chain_run` fixture
+in conftest.py, shared with the trainer tests) and also checks that the
+result keeps the input's structure.
 """
 
-import os
 
 import jax.numpy as jnp
 import numpy as np
@@ -97,16 +95,9 @@ def test_e2e_random_weights(tmp_path, capsys):
 SSIM_BOUND = 0.1
 
 
-@pytest.mark.skipif(os.environ.get("IHC_SLOW_TESTS") != "1",
-                    reason="trains the test chain (about 10 min on 2 busy "
-                    "cores); set IHC_SLOW_TESTS=1")
-def test_e2e_trained_chain(tmp_path, capsys):
-  workdir = os.environ.get("IHC_E2E_WORKDIR")  # a trained test chain, if any
-  if not workdir:
-    from configs import test as test_config  # pylint: disable=g-import-not-at-top
-    from ihc_jax.trainers import chain  # pylint: disable=g-import-not-at-top
-    workdir = str(tmp_path / "chain")
-    chain.train_and_evaluate(test_config.get_config("chain"), workdir)
+@pytest.mark.xdist_group("chain")
+def test_e2e_trained_chain(chain_run, tmp_path, capsys):
+  workdir, _ = chain_run
   out = _colorize_photo(tmp_path, workdir, capsys)
   # Measured mean difference of the two random results: 1.5 levels of 255.
   assert np.abs(out["rand1"] - out["rand2"]).mean() > 0.5 / 255

@@ -1,11 +1,12 @@
 """End-to-end and one-step tests of the four real stages (tiny, 32x32).
 
 One chained run of configs/test.py:chain (2 steps per stage, random VGG
-features on purpose) is shared by every test; the persistent compilation
-cache of this module lets later tests reuse its compiled steps.
+features on purpose; the `chain_run` fixture of conftest.py) is shared by
+every test; its persistent compilation cache lets later tests reuse its
+compiled steps.
 """
 
-import importlib.util
+import importlib
 import json
 import os
 
@@ -17,40 +18,16 @@ from ihc_jax import input_pipeline
 from ihc_jax.trainers import chain
 from ihc_jax.trainers import common
 from ihc_jax.trainers import hist
+from conftest import load_test_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.xdist_group("chain")
+
 STAGES = ("ihn", "hist", "color", "fusion")
 TRAINED = {"ihn": ["ihn"], "hist": ["histogram"],
            "color": ["discriminator", "encoder", "generator"],
            "fusion": ["fusion"]}
 FROZEN = {"ihn": [], "hist": [], "color": ["histogram", "ihn"],
           "fusion": ["encoder", "generator", "ihn"]}
-
-
-def load_test_config(arg):
-  path = os.path.join(REPO, "configs", "test.py")
-  spec = importlib.util.spec_from_file_location("configs_test", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
-@pytest.fixture(scope="module")
-def chain_run(tmp_path_factory):
-  """Trains the four stages (2 steps each) once; returns (workdir, results)."""
-  cache = str(tmp_path_factory.mktemp("xla_cache"))
-  previous = (jax.config.jax_compilation_cache_dir,
-              jax.config.jax_persistent_cache_min_compile_time_secs)
-  jax.config.update("jax_compilation_cache_dir", cache)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  workdir = str(tmp_path_factory.mktemp("chain"))
-  try:
-    results = chain.train_and_evaluate(load_test_config("chain"), workdir)
-    yield workdir, results
-  finally:
-    jax.config.update("jax_compilation_cache_dir", previous[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                      previous[1])
 
 
 def stage_config(stage, workdir):
