@@ -24,7 +24,7 @@ from ihc_jax.trainers import ihn
 
 IMAGE_SIZE = 64
 # Steps per stage: the IHN and the colour stage learn most of what shows.
-STEPS = {"ihn": 150, "hist": 60, "color": 120, "fusion": 50}
+STEPS = {"ihn": 400, "hist": 60, "color": 120, "fusion": 50}
 BATCH = {"ihn": 4, "hist": 8, "color": 2, "fusion": 2}
 MODULES = {"ihn": ihn, "hist": hist, "color": color, "fusion": fusion}
 
