@@ -100,6 +100,19 @@ def default_settings() -> ml_collections.ConfigDict:
   return settings
 
 
+def stage_config_of(config: Any) -> Any:
+  """The config whose `data` and `eval` sections describe the evaluation.
+
+  A chained config (`trainer='chain'`, e.g. configs/demo.py) has no `data`
+  section of its own: its last stage (the fusion stage) is evaluated, on that
+  stage's held-out split.
+  """
+  if config is not None and "stages" in config and "data" not in config:
+    order = list(config.get("stage_order", config.stages.keys()))
+    return config.stages[order[-1]]
+  return config
+
+
 def settings_from_config(config: Any, **overrides: Any
                          ) -> ml_collections.ConfigDict:
   """Defaults, updated by the matching fields of `config.eval`, then overrides.
@@ -231,6 +244,7 @@ def evaluate(config: Any, workdir: str, *, pipeline: Any = None,
     The results dict that is written to eval_results.json.
   """
   from ihc_jax import halftone  # pylint: disable=g-import-not-at-top
+  config = stage_config_of(config)
   settings = settings_from_config(config, **overrides)
   if baseline is None:
     from ihc_jax import exemplar  # pylint: disable=g-import-not-at-top

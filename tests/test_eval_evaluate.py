@@ -136,3 +136,15 @@ def test_settings_take_config_then_overrides():
   assert settings.diversity_pairs == 1900
   with pytest.raises(ValueError, match="num_random"):
     evaluate.settings_from_config(config, num_random=-1)
+
+
+def test_chained_config_is_evaluated_on_its_last_stage():
+  fusion = ml_collections.ConfigDict({"data": {"source": "demo"},
+                                      "eval": {"num_random": 2}})
+  ihn = ml_collections.ConfigDict({"data": {"source": "folder:/x"}})
+  chained = ml_collections.ConfigDict({
+      "trainer": "chain", "stage_order": ("ihn", "fusion"),
+      "stages": {"ihn": ihn, "fusion": fusion}})
+  assert evaluate.stage_config_of(chained) is chained.stages.fusion
+  assert evaluate.stage_config_of(fusion) is fusion
+  assert evaluate.stage_config_of(None) is None
