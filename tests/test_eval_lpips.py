@@ -5,7 +5,6 @@ ImageNet weights exist on the test machines), so they check the computation,
 not the calibrated values of the published metric.
 """
 
-import jax
 import ml_collections
 import numpy as np
 import pytest

@@ -16,7 +16,6 @@ import time
 from typing import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 
 from ihc_jax import halftone
 

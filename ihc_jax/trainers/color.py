@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ihc_jax import color as color_lib
 from ihc_jax import halftone
 from ihc_jax import losses
 from ihc_jax import metrics
@@ -158,23 +157,19 @@ def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
 
   def prepare(batch, frozen, rng):
     """Halftone, IHN gray, edges, colour-halftone target, I_example."""
-    keys = jax.random.split(rng, 4)
+    keys = jax.random.split(rng, 3)
     image = batch["image"]
-    gray = color_lib.rgb_to_gray(image)
-    ht = halftone.synthesize(keys[0], gray, config.halftone)
-    b, h, w, _ = gray.shape
-    noise = models.make_noise_map(keys[1], b, h, w, channels=ihn_nz,
-                                  variant=config.noise_variant)
+    ht, gray, noise = networks.halftone_inputs(keys[0], image, config, ihn_nz)
     ihn_gray = networks.apply_eval(ihn, frozen["ihn"], ht, noise,
                                    train=False)[-1]
     ihn_gray = jax.lax.stop_gradient(ihn_gray)
-    color_ht = halftone.synthesize_color(keys[2], image, config.halftone)
+    color_ht = halftone.synthesize_color(keys[1], image, config.halftone)
     if "example" in batch:
       example = batch["example"]
     else:
       from ihc_jax import exemplar  # pylint: disable=g-import-not-at-top
       example = exemplar.exemplar_transfer(gray, batch["reference"],
-                                           key=keys[3],
+                                           key=keys[2],
                                            **config.exemplar.to_dict())
     return dict(image=image, reference=batch["reference"], gray=gray,
                 halftone=ht, ihn_gray=ihn_gray,

@@ -32,11 +32,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
-import math
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 

@@ -20,8 +20,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ihc_jax import color as color_lib
-from ihc_jax import halftone
 from ihc_jax import losses
 from ihc_jax import metrics
 from ihc_jax import models
@@ -137,15 +135,11 @@ def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
                 for name in trained}
 
   def prepare(batch, frozen, rng):
-    keys = jax.random.split(rng, 3)
+    keys = jax.random.split(rng)
     image = batch["image"]
-    gray = color_lib.rgb_to_gray(image)
-    ht = halftone.synthesize(keys[0], gray, config.halftone)
-    b, h, w, _ = gray.shape
-    noise = models.make_noise_map(keys[1], b, h, w, channels=ihn_nz,
-                                  variant=config.noise_variant)
+    ht, _, noise = networks.halftone_inputs(keys[0], image, config, ihn_nz)
     mu, logvar = networks.apply_eval(nets["encoder"], frozen["encoder"], image)
-    z = models.sample_latent(keys[2], mu, logvar)
+    z = models.sample_latent(keys[1], mu, logvar)
     ihn_gray, c_forward, c_inverse = cascade(nets, frozen, image, ht, noise, z)
     return dict(image=image, halftone=ht, ihn_gray=ihn_gray,
                 c_forward=c_forward, c_inverse=c_inverse, mu=mu)

@@ -15,14 +15,11 @@ PRL's schedule (original-code.md §9.4).
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ihc_jax import color
-from ihc_jax import halftone
 from ihc_jax import losses
 from ihc_jax import metrics
 from ihc_jax import models
@@ -69,21 +66,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
                          required=defaults.required_keys(config, VGG_LOSSES))
 
 
-def synthesize_pair(key: jax.Array, images: jax.Array,
-                    halftone_config: ml_collections.ConfigDict
-                    ) -> tuple[jax.Array, jax.Array]:
-  """(halftone, gray) of colour images [B,H,W,3] in [0,1], both [B,H,W,1]."""
-  gray = color.rgb_to_gray(images)
-  return halftone.synthesize(key, gray, halftone_config), gray
-
-
 def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
   """Networks, optimizers and jit-able steps of the IHN stage."""
   ihn = networks.build("ihn", config.model)
   nz = config.model.ihn.nz
   size = config.data.image_size
-  noise_fn = functools.partial(models.make_noise_map, channels=nz,
-                               variant=config.noise_variant)
   use_vgg = config.loss.perceptual > 0
   frozen = {}
   if use_vgg:
@@ -99,10 +86,7 @@ def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
                                              config.num_train_steps)}
 
   def inputs(batch, rng):
-    halftone_key, noise_key = jax.random.split(rng)
-    ht, gray = synthesize_pair(halftone_key, batch["image"], config.halftone)
-    b, h, w, _ = gray.shape
-    return ht, gray, noise_fn(noise_key, b, h, w)
+    return networks.halftone_inputs(rng, batch["image"], config, nz)
 
   def train_step(state, batch, frozen, rng):
     data_key, dropout_key = jax.random.split(rng)

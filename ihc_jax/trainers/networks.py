@@ -9,6 +9,8 @@ import flax.linen as nn
 import jax
 import ml_collections
 
+from ihc_jax import color
+from ihc_jax import halftone
 from ihc_jax import models
 
 
@@ -66,3 +68,26 @@ def apply_eval(module: nn.Module, variables: Mapping[str, Any], *args: Any,
                **kwargs: Any) -> Any:
   """Applies `module` with fixed variables (no state update)."""
   return module.apply(dict(variables), *args, **kwargs)
+
+
+def halftone_inputs(key: jax.Array, images: jax.Array,
+                    config: ml_collections.ConfigDict, noise_channels: int
+                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The IHN's inputs and target for colour images [B,H,W,3] in [0, 1].
+
+  Args:
+    key: one key; split here into the halftone's and the noise map's.
+    images: colour ground truth.
+    config: a stage config with `halftone` and `noise_variant`.
+    noise_channels: channels of the IHN noise map (`model.ihn.nz`).
+
+  Returns:
+    (halftone [B,H,W,1] in [0, 1], gray [B,H,W,1] (ITU-R 601), noise map
+    [B,H,W,noise_channels]).
+  """
+  halftone_key, noise_key = jax.random.split(key)
+  gray = color.rgb_to_gray(images)
+  b, h, w, _ = gray.shape
+  noise = models.make_noise_map(noise_key, b, h, w, channels=noise_channels,
+                                variant=config.noise_variant)
+  return halftone.synthesize(halftone_key, gray, config.halftone), gray, noise
