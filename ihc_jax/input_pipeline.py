@@ -818,24 +818,26 @@ def create_datasets(
   reference_picker = (_Picker(reference, reference_words)
                       if isinstance(reference, _IndexedSource) else None)
 
+  def read(picker, source, index, encoded):
+    """(record index or -1, image or None): from an indexed source through
+    its picker, else decoded from the streamed bytes."""
+    if picker is not None:
+      return picker.pick(index)
+    return -1, source.load_bytes(encoded, f"{source.split}#{index}")
+
+  def unusable():
+    """The placeholder of an element whose files could not be read."""
+    return [np.zeros((size, size, 3), np.float32)] * len(keys) + [False]
+
   def train_element(element, image_bytes, reference_bytes):
     element = int(element)
     image_rng = np.random.default_rng(image_words + [1, element])
     reference_rng = np.random.default_rng(reference_words + [1, element])
-    if image_picker is not None:
-      image_index, image = image_picker.pick(element)
-    else:
-      image_index = -1
-      image = train.load_bytes(image_bytes, f"{train.split}#{element}")
-    if reference_picker is not None:
-      reference_index, reference_image = reference_picker.pick(element)
-    else:
-      reference_index = -1
-      reference_image = reference.load_bytes(
-          reference_bytes, f"{reference.split}#{element}")
+    image_index, image = read(image_picker, train, element, image_bytes)
+    reference_index, reference_image = read(reference_picker, reference,
+                                            element, reference_bytes)
     if image is None or reference_image is None:
-      dummy = np.zeros((size, size, 3), np.float32)
-      return [dummy] * len(keys) + [False]
+      return unusable()
     top, left, flip = _random_crop_params(image_rng, image.shape, size,
                                           random_flip)
     outputs = [_crop(image, size, top, left, flip)]
@@ -877,15 +879,10 @@ def create_datasets(
       image = evaluation.load(index)
     else:
       image = evaluation.load_bytes(image_bytes, f"{evaluation.split}#{index}")
-    if eval_reference_picker is not None:
-      reference_index, reference_image = eval_reference_picker.pick(index)
-    else:
-      reference_index = -1
-      reference_image = reference.load_bytes(
-          reference_bytes, f"{reference.split}#{index}")
+    reference_index, reference_image = read(eval_reference_picker, reference,
+                                            index, reference_bytes)
     if image is None or reference_image is None:
-      dummy = np.zeros((size, size, 3), np.float32)
-      return [dummy] * len(keys) + [False]
+      return unusable()
     top, left = _center_crop_params(image.shape, size)
     outputs = [_crop(image, size, top, left, False)]
     example = None
