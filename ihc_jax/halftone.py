@@ -507,33 +507,54 @@ def _get(config: Any, name: str) -> Any:
       config, name, defaults[name])
 
 
-def _synthesize(key: Array, images: Array, config: Any, color: bool) -> Array:
+def _screen(images: Array, config: Any, period: Array | None,
+            angle: Array | None) -> Array:
+  """Halftones `images` [B,H,W,C] by `config`'s method (AM on a given lattice)."""
+  method = _get(config, "method")
+  if method == "am":
+    return am_screen(images, period=period, angle=angle,
+                     supersample=_get(config, "supersample"),
+                     binary=_get(config, "binary"), dot=_get(config, "dot"),
+                     tone_curve=_get(config, "tone_curve"))
+  if method == "bayer":
+    return ordered_dither(images, size=_get(config, "bayer_size"))
+  return error_diffusion(images, kernel=_get(config, "kernel"),
+                         serpentine=_get(config, "serpentine"))
+
+
+def _synthesize(key: Array, images: Sequence[Array], config: Any,
+                channel_offsets: bool) -> list[Array]:
+  """Halftones every batch of `images` on one lattice drawn from `key`.
+
+  The AM screen's period and base angle are drawn once per sample and shared
+  by every entry of `images` (so a gray and a colour halftone of one photo
+  put their dots in the same places); `channel_offsets` adds
+  `config.color_angles` to the angle of each colour channel instead.
+  """
   method = _get(config, "method")
   if method not in METHODS:
     raise ValueError(f"halftone method must be one of {METHODS}; got {method!r}")
   screen_key, degrade_key = jax.random.split(key)
-  batch = images.shape[0]
+  period = angle = None
   if method == "am":
     period, angle = random_screen_params(
-        screen_key, batch, period_range=tuple(_get(config, "period_range")),
+        screen_key, images[0].shape[0],
+        period_range=tuple(_get(config, "period_range")),
         angle_range=tuple(_get(config, "angle_range")))
-    if color:
+  outputs = []
+  for batch in images:
+    batch_angle = angle
+    if method == "am" and channel_offsets:
       offsets = jnp.asarray(_get(config, "color_angles"), jnp.float32)
       if offsets.shape != (3,):
         raise ValueError(f"color_angles must have 3 entries; got {offsets.shape}")
-      angle = angle[:, None] + offsets[None, :]
-    out = am_screen(images, period=period, angle=angle,
-                    supersample=_get(config, "supersample"),
-                    binary=_get(config, "binary"), dot=_get(config, "dot"),
-                    tone_curve=_get(config, "tone_curve"))
-  elif method == "bayer":
-    out = ordered_dither(images, size=_get(config, "bayer_size"))
-  else:
-    out = error_diffusion(images, kernel=_get(config, "kernel"),
-                          serpentine=_get(config, "serpentine"))
-  return degrade(out, degrade_key, blur_sigma=_get(config, "blur_sigma"),
-                 noise_std=_get(config, "noise_std"),
-                 jpeg_quality=_get(config, "jpeg_quality"))
+      batch_angle = angle[:, None] + offsets[None, :]
+    out = _screen(batch, config, period, batch_angle)
+    outputs.append(degrade(out, degrade_key,
+                           blur_sigma=_get(config, "blur_sigma"),
+                           noise_std=_get(config, "noise_std"),
+                           jpeg_quality=_get(config, "jpeg_quality")))
+  return outputs
 
 
 def synthesize(key: Array, gray: ArrayLike, halftone_config: Any) -> Array:
@@ -548,15 +569,43 @@ def synthesize(key: Array, gray: ArrayLike, halftone_config: Any) -> Array:
   Returns:
     [B,H,W,1] float32 in [0, 1].
   """
-  return _synthesize(key, _check_nhwc(gray, "gray", 1), halftone_config, False)
+  return _synthesize(key, [_check_nhwc(gray, "gray", 1)], halftone_config,
+                     False)[0]
+
+
+def synthesize_with_color(key: Array, gray: ArrayLike, rgb: ArrayLike,
+                          halftone_config: Any) -> tuple[Array, Array]:
+  """A gray halftone and the colour halftone on the same screen lattice.
+
+  The C->IHN target of the colour stage: G sees the gray halftone and must
+  draw the per-channel colour halftone, so the colour dots have to sit where
+  the gray dots are. Both are screened with the same per-sample period and
+  angle (AM) and the same lattice origin; only the dot sizes differ, channel
+  by channel. The gray halftone is exactly `synthesize(key, gray, ...)`.
+
+  Args:
+    key: a `jax.random` key.
+    gray: [B,H,W,1] float in [0, 1] (the luma of `rgb`).
+    rgb: [B,H,W,3] float in [0, 1].
+    halftone_config: as for `synthesize`.
+
+  Returns:
+    ([B,H,W,1], [B,H,W,3]) float32 in [0, 1].
+  """
+  gray_ht, color_ht = _synthesize(
+      key, [_check_nhwc(gray, "gray", 1), _check_nhwc(rgb, "rgb", 3)],
+      halftone_config, False)
+  return gray_ht, color_ht
 
 
 def synthesize_color(key: Array, rgb: ArrayLike, halftone_config: Any) -> Array:
-  """Per-channel colour halftone (the C->IHN target) as configured.
+  """Per-channel colour halftone as a print would have it (one angle each).
 
   For the AM method each image gets a random base angle and the channels are
-  screened at base + `color_angles`; dither and error diffusion treat the
-  channels independently.
+  screened at base + `color_angles` (as printing presses rotate separations
+  to avoid moire); dither and error diffusion treat the channels
+  independently. The colour stage's C->IHN target is not this but
+  `synthesize_with_color` (one lattice for all channels).
 
   Args:
     key: a `jax.random` key.
@@ -566,7 +615,8 @@ def synthesize_color(key: Array, rgb: ArrayLike, halftone_config: Any) -> Array:
   Returns:
     [B,H,W,3] float32 in [0, 1].
   """
-  return _synthesize(key, _check_nhwc(rgb, "rgb", 3), halftone_config, True)
+  return _synthesize(key, [_check_nhwc(rgb, "rgb", 3)], halftone_config,
+                     True)[0]
 
 
 def estimate_screen(image: ArrayLike, *, max_period: float = 12.0

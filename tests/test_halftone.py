@@ -312,3 +312,31 @@ def test_synthesize_color_uses_different_angles_per_channel():
   angles = [halftone.estimate_screen(np.asarray(out)[0, :, :, c])[1]
             for c in range(3)]
   np.testing.assert_allclose(angles, [25.0, 85.0, 10.0], atol=1.5)
+
+
+def test_synthesize_with_color_puts_every_channel_on_the_gray_lattice():
+  config = halftone.default_halftone_config()
+  key = jax.random.PRNGKey(11)
+  rng = np.random.default_rng(0)
+  rgb = jnp.asarray(rng.uniform(0.1, 0.9, (2, 48, 48, 3)), jnp.float32)
+  gray = jnp.sum(rgb * jnp.asarray([0.299, 0.587, 0.114]), -1, keepdims=True)
+  gray_ht, color_ht = halftone.synthesize_with_color(key, gray, rgb, config)
+  # The gray halftone is the one the IHN stage draws with the same key.
+  np.testing.assert_array_equal(gray_ht, halftone.synthesize(key, gray, config))
+  # A channel equal to the gray is screened exactly as the gray: same period,
+  # angle and origin; only the dot sizes follow each channel's values.
+  same = jnp.concatenate([gray, rgb[..., 1:]], axis=-1)
+  _, same_ht = halftone.synthesize_with_color(key, gray, same, config)
+  np.testing.assert_array_equal(same_ht[..., :1], gray_ht)
+  # Flat channels of different tones: one lattice (the gray's angle), dot
+  # sizes that follow the tone curve.
+  config.angle_range = (20.0, 20.0)
+  flat = jnp.broadcast_to(jnp.asarray([0.2, 0.5, 0.8]), (1, 128, 128, 3))
+  flat_gray = jnp.full((1, 128, 128, 1), 0.5)
+  _, flat_ht = halftone.synthesize_with_color(key, flat_gray, flat, config)
+  angles = [halftone.estimate_screen(np.asarray(flat_ht)[0, :, :, c])[1]
+            for c in range(3)]
+  np.testing.assert_allclose(angles, [20.0, 20.0, 20.0], atol=1.5)
+  means = np.asarray(flat_ht).mean(axis=(0, 1, 2))
+  np.testing.assert_allclose(means, np.pi / 4 * np.array([0.2, 0.5, 0.8]),
+                             atol=0.02)
