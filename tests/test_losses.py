@@ -123,24 +123,39 @@ def test_weighted_total():
   assert float(total) == 7.0
   assert set(weighted) == {"pixel", "kl"}
   assert float(weighted["kl"]) == 6.0
-  # A weighted loss computed in another step (here "discriminator") is skipped
-  # unless require_all.
-  total, _ = losses.weighted_total({"pixel": 1.0, "discriminator": 1.0}, terms)
-  assert float(total) == 2.0
-  with pytest.raises(KeyError, match="discriminator"):
-    losses.weighted_total({"discriminator": 1.0}, terms, require_all=True)
+  # A weight > 0 whose term was not computed is an error...
+  with pytest.raises(KeyError, match="'discriminator' has weight 1.0"):
+    losses.weighted_total({"pixel": 1.0, "kl": 1.0, "style": 1.0,
+                           "discriminator": 1.0}, terms)
+  # ... and so is a computed term without a weight.
+  with pytest.raises(KeyError, match=r"\['kl', 'style'\].*no weight"):
+    losses.weighted_total({"pixel": 1.0}, terms)
   with pytest.raises(KeyError) as err:
     losses.weighted_total({"pixle": 1.0}, terms)
   assert "pixle" in str(err.value) and "self_similarity" in str(err.value)
-  total, weighted = losses.weighted_total({}, terms)
+  total, weighted = losses.weighted_total({}, {})
   assert float(total) == 0.0 and weighted == {}
   config_weights = ml_collections.ConfigDict({"pixel": 5.0, "kl": 0.0})
-  total, weighted = losses.weighted_total(config_weights, terms)
+  total, weighted = losses.weighted_total(config_weights,
+                                          {"pixel": terms["pixel"]})
   assert float(total) == 10.0 and set(weighted) == {"pixel"}
+
+
+def test_check_loss_weights_names_each_problem():
+  losses.check_loss_weights({"pixel": 1.0, "perceptual": 0.0},
+                            ("pixel", "perceptual"), stage="ihn")
+  with pytest.raises(KeyError) as err:
+    losses.check_loss_weights({"pixel": 1.0, "stlye": 1.0, "kl": 1.0},
+                              ("pixel", "perceptual"), stage="ihn")
+  message = str(err.value)
+  assert "unknown loss names ['stlye']" in message
+  assert "weights ['kl'] name no term of this stage" in message
+  assert "terms ['perceptual'] have no weight" in message
+  assert "stage 'ihn'" in message
 
 
 def test_registry_names_callables():
   assert {"pixel", "perceptual", "reconstruction", "structure", "style", "latent",
           "kl", "adversarial", "self_similarity", "histogram",
-          "mode_seeking"} <= set(losses.LOSSES)
+          "mode_seeking", "halftone_task", "l1"} <= set(losses.LOSSES)
   assert all(callable(f) for f in losses.LOSSES.values())

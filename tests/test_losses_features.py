@@ -2,6 +2,7 @@
 style, mode seeking, histogram. VGG19 and H use RANDOM weights on purpose
 (no ImageNet weights offline); the tests check the maths, not the features."""
 
+import functools
 import math
 
 import jax
@@ -105,6 +106,26 @@ def test_mode_seeking_pixel_hand_value_and_monotone():
   f = jnp.array([1.0, 1.0]).reshape(1, 1, 1, 2)  # Gram [[1,1],[1,1]] / 2
   got = mode_seeking.mode_seeking_loss_from_features(f, 0.0 * f, z1, 2 * z2)
   assert float(got) == pytest.approx(1.0 / (0.5 / 2.0 + 1e-5))
+
+
+def test_mode_seeking_hinge_is_bounded_and_stops_at_tau():
+  x = jnp.zeros((2, 2, 2, 3))
+  z1, z2 = jnp.zeros((2, 8)), jnp.ones((2, 8))  # d_z = 1
+  hinge = functools.partial(mode_seeking.mode_seeking_loss_from_features,
+                            distance="pixel", form="hinge", tau=0.1)
+  # Collapsed outputs: 1 (the MSGAN form gives 1e5 here).
+  assert float(hinge(x, x, z1, z2)) == pytest.approx(1.0)
+  assert float(mode_seeking.mode_seeking_loss_from_features(
+      x, x, z1, z2, distance="pixel", form="msgan")) == pytest.approx(1e5)
+  # Ratio 0.05: halfway; ratio >= tau: 0, with no gradient left.
+  assert float(hinge(x, x + 0.05, z1, z2)) == pytest.approx(0.5, abs=1e-6)
+  assert float(hinge(x, x + 0.3, z1, z2)) == 0.0
+  grad = jax.grad(lambda y: hinge(x, y, z1, z2))(x + 0.3)
+  assert float(jnp.abs(grad).max()) == 0.0
+  grad = jax.grad(lambda y: hinge(x, y, z1, z2))(x + 0.01)
+  assert 0.0 < float(jnp.abs(grad).max()) < 1.0
+  with pytest.raises(ValueError, match="form"):
+    mode_seeking.mode_seeking_loss_from_features(x, x, z1, z2, form="ms")
 
 
 def test_mode_seeking_vgg_falls_as_outputs_diverge(vgg_params, images):

@@ -4,7 +4,8 @@ L_pixel = lambda1 * ||content - gray||^2 + lambda2 * |output - gray|, where
 `content` is the content-aggregation map, `output` the final IHN output
 (content + detail) and `gray` the ground-truth continuous-tone image; both
 norms are means over pixels (MSE and mean absolute error); lambda1 = 5,
-lambda2 = 1 as in the paper.
+lambda2 = 1 as in the paper. `l1_loss` is the plain mean absolute error
+(the fusion stage's reconstruction term).
 """
 
 from __future__ import annotations
@@ -35,3 +36,19 @@ def pixel_loss(content: jax.Array, output: jax.Array, target: jax.Array, *,
   per_example = (content_weight * _common.distance(content, target, "mse")
                  + output_weight * _common.distance(output, target, "l1"))
   return _common.reduce(per_example, reduction)
+
+
+def l1_loss(output: jax.Array, target: jax.Array, *,
+            reduction: str = "mean") -> jax.Array:
+  """Mean absolute error over pixels and channels.
+
+  Args:
+    output: [B, H, W, C] prediction, [0, 1] scale.
+    target: [B, H, W, C] target in [0, 1].
+    reduction: "mean" or "none" (per-example [B]).
+
+  Returns:
+    float32 scalar, or [B].
+  """
+  _common.check_same_shape("l1_loss", output, target)
+  return _common.reduce(_common.distance(output, target, "l1"), reduction)

@@ -4,6 +4,11 @@ L_rec = |I_rec - I| + ||I_ref - I_example||^2: mean absolute error between
 the recovery-scheme output and the ground truth plus mean squared error
 between the reference-scheme output and the exemplar-based pseudo ground
 truth. Each term is also available on its own.
+
+`halftone_task_loss` is the colour stage's C->IHN task (not a loss of the
+paper, which only says that G also maps the halftone to a colour halftone):
+the L1 error of G's colour halftone against the per-channel halftone of the
+ground truth on the input's screen lattice.
 """
 
 from __future__ import annotations
@@ -64,3 +69,21 @@ def reconstruction_loss(recovered: jax.Array, image: jax.Array,
   per_example = (recovery_l1_loss(recovered, image, reduction="none")
                  + reference_mse_loss(reference_output, example, reduction="none"))
   return _common.reduce(per_example, reduction)
+
+
+def halftone_task_loss(color_halftone: jax.Array, target: jax.Array, *,
+                       reduction: str = "mean") -> jax.Array:
+  """|G(h, edge(h), z) - colour halftone of I| averaged over pixels.
+
+  Args:
+    color_halftone: [B, H, W, 3] G output from the gray halftone.
+    target: [B, H, W, 3] per-channel halftone of the ground truth on the
+      same lattice as the input halftone (`halftone.synthesize_with_color`).
+    reduction: "mean" or "none".
+
+  Returns:
+    float32 scalar, or [B].
+  """
+  _common.check_same_shape("halftone_task_loss", color_halftone, target)
+  return _common.reduce(_common.distance(color_halftone, target, "l1"),
+                        reduction)
