@@ -67,6 +67,26 @@ def gray_to_rgb(gray: jnp.ndarray) -> jnp.ndarray:
   return jnp.repeat(gray, 3, axis=-1)
 
 
+def replace_luma(rgb: jnp.ndarray, gray: jnp.ndarray) -> jnp.ndarray:
+  """`rgb` with its ITU-R 601 luma replaced by `gray`, chroma kept.
+
+  Adds (gray - luma(rgb)) to every channel: the luma weights sum to 1, so
+  the luma becomes exactly `gray` while the colour differences R - Y and
+  B - Y (YCbCr's chroma) stay as they were. No clipping.
+
+  Args:
+    rgb: [..., 3] RGB values.
+    gray: [..., 1] target luma.
+
+  Returns:
+    [..., 3] float32.
+  """
+  rgb = jnp.asarray(rgb, jnp.float32)
+  _check_channels(rgb, 3, "replace_luma")
+  _check_channels(gray, 1, "replace_luma")
+  return rgb + (jnp.asarray(gray, jnp.float32) - rgb_to_gray(rgb))
+
+
 def _srgb_to_linear(c: jnp.ndarray) -> jnp.ndarray:
   high = ((jnp.maximum(c, 0.04045) + 0.055) / 1.055) ** 2.4
   return jnp.where(c > 0.04045, high, c / 12.92)

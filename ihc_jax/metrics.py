@@ -15,6 +15,18 @@ computed with:
   border crop amounts to), mean of the SSIM map, averaged over channels. This
   is also the MATLAB `ssim_index` definition the PRL code used.
 
+Colour measures for outputs that have no ground truth (the reference and
+random schemes), in CIE Lab:
+
+* `chroma_distance(x, reference)`: the Euclidean distance between the
+  per-image chroma statistics (mean a*, mean b*, std a*, std b*) of x and of
+  the reference. A gray image has all four at 0, so its distance is the size
+  of the reference's chroma statistics; a result that took on the
+  reference's colours is closer.
+* `saturated_fraction(x)`: the fraction of pixels whose chroma
+  C* = sqrt(a*^2 + b*^2) exceeds `threshold` (default 60, the vivid end of
+  natural photographs); flat saturated colour fields show up as large values.
+
 dm-pix is not used: it is not a dependency of this project, and its SSIM
 defaults differ from the scikit-image settings above, which we need for
 parity with published numbers.
@@ -24,6 +36,8 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+
+from ihc_jax import color
 
 Reduction = Literal["mean", "none"]
 
@@ -142,3 +156,57 @@ def ssim(a: jnp.ndarray, b: jnp.ndarray, *, max_val: float = 1.0,
   denominator = (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
   values = jnp.mean(numerator / denominator, axis=(1, 2, 3))
   return _reduce(values, reduction)
+
+
+def chroma_statistics(images: jnp.ndarray) -> jnp.ndarray:
+  """(mean a*, mean b*, std a*, std b*) of each image, in Lab units.
+
+  Args:
+    images: [B,H,W,3] RGB in [0, 1] (clipped to it), or [B,H,W,1] gray
+      (chroma 0).
+
+  Returns:
+    [B, 4] float32.
+  """
+  images = jnp.asarray(images, jnp.float32)
+  if images.ndim != 4 or images.shape[-1] not in (1, 3):
+    raise ValueError(f"chroma_statistics expects [B,H,W,1|3], got {images.shape}")
+  if images.shape[-1] == 1:
+    return jnp.zeros((images.shape[0], 4), jnp.float32)
+  ab = color.rgb_to_lab(jnp.clip(images, 0.0, 1.0))[..., 1:]
+  ab = ab.reshape(ab.shape[0], -1, 2)
+  return jnp.concatenate([jnp.mean(ab, axis=1), jnp.std(ab, axis=1)], axis=-1)
+
+
+def chroma_distance(images: jnp.ndarray, references: jnp.ndarray, *,
+                    reduction: Reduction = "mean") -> jnp.ndarray:
+  """Distance between the chroma statistics of images and their references.
+
+  Args:
+    images: [B,H,W,3] (or [B,H,W,1] gray) in [0, 1].
+    references: [B,H',W',3] in [0, 1]; the size may differ.
+    reduction: "mean" or "none".
+
+  Returns:
+    float32 Lab distance (0 = the same mean and spread of a* and b*).
+  """
+  diff = chroma_statistics(images) - chroma_statistics(references)
+  return _reduce(jnp.sqrt(jnp.sum(diff * diff, axis=-1)), reduction)
+
+
+def saturated_fraction(images: jnp.ndarray, *, threshold: float = 60.0,
+                       reduction: Reduction = "mean") -> jnp.ndarray:
+  """Fraction of pixels whose Lab chroma C* exceeds `threshold`.
+
+  Args:
+    images: [B,H,W,3] RGB in [0, 1] (clipped to it).
+    threshold: C* above which a pixel counts as saturated.
+    reduction: "mean" or "none".
+
+  Returns:
+    float32 in [0, 1].
+  """
+  ab = color.rgb_to_lab(jnp.clip(jnp.asarray(images, jnp.float32), 0.0, 1.0))[..., 1:]
+  chroma = jnp.sqrt(jnp.sum(ab * ab, axis=-1))
+  return _reduce(jnp.mean((chroma > threshold).astype(jnp.float32), axis=(1, 2)),
+                 reduction)

@@ -71,3 +71,16 @@ def test_lab_to_rgb_clips_out_of_gamut():
 def test_wrong_channel_count_is_an_error(fn, shape):
   with pytest.raises(ValueError, match="channels"):
     fn(np.zeros(shape, np.float32))
+
+
+def test_replace_luma_sets_the_luma_and_keeps_the_chroma():
+  rng = np.random.default_rng(3)
+  rgb = rng.uniform(0.0, 1.0, (2, 5, 5, 3)).astype(np.float32)
+  gray = rng.uniform(0.0, 1.0, (2, 5, 5, 1)).astype(np.float32)
+  out = np.asarray(color.replace_luma(rgb, gray))
+  np.testing.assert_allclose(np.asarray(color.rgb_to_gray(out)), gray,
+                             atol=1e-6)
+  # Colour differences (what YCbCr's Cb and Cr scale) are unchanged.
+  np.testing.assert_allclose(out - out[..., :1], rgb - rgb[..., :1], atol=1e-6)
+  with pytest.raises(ValueError, match="replace_luma"):
+    color.replace_luma(gray, gray)

@@ -91,3 +91,25 @@ def test_bad_inputs_are_errors():
     metrics.ssim(a, a)
   with pytest.raises(ValueError, match="reduction"):
     metrics.psnr(a, a + 0.1, reduction="sum")
+
+
+def test_chroma_distance_and_saturated_fraction():
+  photo = np.asarray(demo.demo_images("eval")[0][1][:64, :64], np.float32)
+  photo = photo[None] / 255.0
+  gray = np.repeat(photo.mean(-1, keepdims=True), 3, -1)
+  stats = np.asarray(metrics.chroma_statistics(photo))[0]
+  # Gray has no chroma: its distance to the photo is the size of the photo's
+  # chroma statistics; the photo's own distance is 0.
+  assert float(metrics.chroma_distance(gray, photo)) == pytest.approx(
+      float(np.linalg.norm(stats)), rel=1e-3, abs=0.05)
+  assert float(metrics.chroma_distance(photo, photo)) == pytest.approx(
+      0.0, abs=1e-4)
+  np.testing.assert_allclose(metrics.chroma_statistics(photo[..., :1]),
+                             np.zeros((1, 4)))
+  red = np.zeros((1, 8, 8, 3), np.float32)
+  red[..., 0] = 1.0  # C* of sRGB red is about 104
+  half = red.copy()
+  half[:, :4] = 0.5
+  np.testing.assert_allclose(
+      metrics.saturated_fraction(np.concatenate([red, gray[:, :8, :8], half]),
+                                 reduction="none"), [1.0, 0.0, 0.5])
