@@ -47,6 +47,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from ihc_jax import cascade
 from ihc_jax import models
 from ihc_jax import tiling
 
@@ -441,28 +442,9 @@ class Pipeline:
     noise = jax.vmap(lambda key: models.make_noise_map(
         key, 1, h, w, channels=nz_ihn, variant=self.noise_variant)[0])(
             noise_keys)
-    _, _, gray = ihn.apply(variables["ihn"], halftone, noise, train=False)
-    canny = models.canny_edges
-    edges_gray = canny(jnp.clip(gray, 0.0, 1.0))
-    edges_halftone = canny(jnp.clip(halftone, 0.0, 1.0))
-
-    def per_code(x):  # [N, ...] -> [N * K, ...], code-major inside an image
-      return jnp.repeat(x, k, axis=0)
-
-    codes = z.reshape(n * k, -1)
-    # One G call for both paths (eval-mode BatchNorm is per example), which
-    # keeps the compiled graph smaller.
-    both = gen.apply(
-        variables["generator"],
-        jnp.concatenate([per_code(gray), per_code(halftone)]),
-        jnp.concatenate([per_code(edges_gray), per_code(edges_halftone)]),
-        jnp.concatenate([codes, codes]), train=False)
-    forward, color_halftone = both[:n * k], both[n * k:]
-    channels = jnp.moveaxis(color_halftone, -1, 1).reshape(n * k * 3, h, w, 1)
-    _, _, inverted = ihn.apply(variables["ihn"], channels,
-                               jnp.repeat(noise, k * 3, axis=0), train=False)
-    inverse = jnp.moveaxis(inverted.reshape(n * k, 3, h, w), 1, -1)
-    fused = fusion.apply(variables["fusion"], forward, inverse)
+    paths = cascade.two_paths(ihn, gen, variables, halftone, noise, z)
+    fused = fusion.apply(variables["fusion"], paths["forward"],
+                         paths["inverse"])
 
     def by_code(x):  # [N * K, h, w, 3] -> [N, h, w, K * 3]
       return jnp.moveaxis(x.reshape(n, k, h, w, 3), 1, 3).reshape(
@@ -470,10 +452,11 @@ class Pipeline:
 
     out = {"fused": by_code(fused)}
     if intermediates:
-      out.update(ihn_gray=gray, edges_gray=edges_gray,
-                 edges_halftone=edges_halftone, forward=by_code(forward),
-                 color_halftone=by_code(color_halftone),
-                 inverse=by_code(inverse))
+      out.update(ihn_gray=paths["ihn_gray"], edges_gray=paths["edges_gray"],
+                 edges_halftone=paths["edges_halftone"],
+                 forward=by_code(paths["forward"]),
+                 color_halftone=by_code(paths["color_halftone"]),
+                 inverse=by_code(paths["inverse"]))
     return out
 
   def _compiled_fn(self, tiles: np.ndarray, z: np.ndarray,

@@ -8,6 +8,7 @@ number to beat in every metrics summary.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -60,3 +61,18 @@ def descreen_blur(halftone: jax.Array, *, period: float,
   if tone_curve == "official":
     blurred = blurred / OFFICIAL_TONE_SCALE
   return jnp.clip(blurred, 0.0, 1.0)
+
+
+def blur_baseline(halftone: jax.Array, halftone_config: Any) -> jax.Array:
+  """`descreen_blur` at the mid-range period of `halftone_config`.
+
+  Args:
+    halftone: [B, H, W, 1] halftones in [0, 1].
+    halftone_config: the stage's `config.halftone`.
+
+  Returns:
+    [B, H, W, 1] in [0, 1].
+  """
+  low, high = halftone_config.period_range
+  return descreen_blur(halftone, period=0.5 * (low + high),
+                       tone_curve=halftone_config.tone_curve)

@@ -16,6 +16,7 @@ import json
 import os
 
 from absl import logging
+import jax
 import ml_collections
 
 from ihc_jax.trainers import common
@@ -63,7 +64,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     importlib.import_module(f"ihc_jax.trainers.{name}").validate(stage_config)
   results = {}
   for name, stage_config, stage_dir in plan:
-    logging.info("Chain: stage %s in %s", name, stage_dir)
+    common.console(f"Chain: stage {name} in {stage_dir}")
     trainer = importlib.import_module(f"ihc_jax.trainers.{name}")
     results[name] = trainer.train_and_evaluate(stage_config, stage_dir)
     step = common.checkpoint_networks(stage_dir)[0]
@@ -81,4 +82,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     lines += [f"| {name} | {k} | {v:.4f} |" for k, v in sorted(metrics.items())]
   with open(os.path.join(workdir, "metrics_summary.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
+  if jax.process_index() == 0:
+    common.console("\n".join(lines))
   return results

@@ -11,28 +11,36 @@ schemes of the paper (§2.2) on one batch:
 * random: z_r1, z_r2 ~ N(0, I), two random colorizations;
 
 plus the C->IHN task: G(h, canny(h), z_rec) must produce the per-channel
-colour halftone of I (`halftone.synthesize_color`), so the second cascade path
-of the fusion stage works. All G calls share one batched forward pass. Edges
-(Canny of the IHN gray, and of the halftone) carry no gradient.
+colour halftone of I on the same screen lattice as h
+(`halftone.synthesize_with_color`), so that the IHN can invert it channel by
+channel in the fusion stage. All G calls share one batched forward pass.
+Edges (Canny of the IHN gray, and of the halftone) carry no gradient.
 
 E+G and D have separate optimizers, updated in the same jitted step; D sees
 the G outputs of that step with stop-gradient. Loss weights are
-`config.loss.<name>`; those not given by the paper are choices documented in
-`default_config` and docs/training.md.
+`config.loss.<term>`, bound to the terms by name (`TERMS`); the defaults
+follow the loss-balance study in docs/training.md.
+
+The module reads top to bottom: config, networks, data, losses, steps,
+`make_stage`, `train_and_evaluate`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ihc_jax import halftone
+from ihc_jax import color as color_space
 from ihc_jax import losses
 from ihc_jax import metrics
 from ihc_jax import models
 from ihc_jax.models import histogram as histogram_lib
-from ihc_jax.models import vgg
 from ihc_jax.trainers import baselines
 from ihc_jax.trainers import common
 from ihc_jax.trainers import defaults
@@ -40,7 +48,15 @@ from ihc_jax.trainers import networks
 
 TRAINED = ("encoder", "generator", "discriminator")
 FROZEN = ("ihn", "histogram")
-VGG_LOSSES = ("structure", "style")
+# Every term the step computes; `config.loss` must weight exactly these.
+TERMS = ("recovery_l1", "reference_mse", "halftone_task", "structure",
+         "style", "latent", "kl", "adversarial", "self_similarity",
+         "histogram", "mode_seeking")
+VGG_TERMS = ("structure", "style")
+
+
+# ----------------------------------------------------------------------------
+# Config.
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -61,26 +77,27 @@ def default_config() -> ml_collections.ConfigDict:
       "discriminator": defaults.optim_config(schedule="linear_decay"),
   })
   config.adversarial_mode = "lsgan"  # BicycleGAN default
-  # Names are those of `ihc_jax.losses.LOSSES`. Weights the paper does not
-  # give are choices (docs/training.md).
+  # Term -> weight (0 disables a term). The paper gives no weights; these
+  # follow the loss-balance study of docs/training.md (magnitudes and
+  # leave-one-out ablations on held-out photos).
   config.loss = ml_collections.ConfigDict(dict(
       recovery_l1=10.0,     # L_rec |I_rec - I|: BicycleGAN lambda_L1
-      reference_mse=10.0,   # L_rec ||I_ref~ - I_example||^2: choice (= L1's)
-      structure=1.0,        # L_struct edge L1 + relu4_1 MSE on I_rand: choice
-      style=10.0,           # L_style Gram relu4_1: choice
+      reference_mse=10.0,   # L_rec ||I_ref~ - I_example||^2
+      halftone_task=10.0,   # C->IHN: |G(h, z_rec) - colour halftone of I|
+      structure=1.0,        # L_struct edge L1 + relu4_1 MSE on I_rand
+      style=10.0,           # L_style Gram relu4_1
       latent=0.5,           # L_latent: BicycleGAN lambda_z
       kl=0.01,              # L_KL: BicycleGAN lambda_kl
       adversarial=1.0,      # L_adv: BicycleGAN lambda_GAN
-      self_similarity=1.0,  # L_sim: choice
-      histogram=1.0,        # L_hist BCE of H histograms: choice
-      mode_seeking=0.1,     # L_ms: choice (MSGAN uses 1 with "pixel")
+      self_similarity=1.0,  # L_sim
+      histogram=1.0,        # L_hist BCE of H histograms
+      mode_seeking=0.1,     # L_ms, bounded hinge form (below)
   ))
-  # "pixel": MSGAN's mean |G(z1) - G(z2)| / mean |z1 - z2|; "gram": the
-  # paper's Gram distance of VGG relu4_1 features, whose ratio is tiny (1/x
-  # huge) unless the weight is tuned to it.
-  config.mode_seeking_distance = "pixel"
-  # G on halftone -> colour halftone (the C->IHN path), L1: choice.
-  config.halftone_task_weight = 10.0
+  # L_ms: d_g "pixel" (MSGAN: mean |G(z1) - G(z2)|) or "gram" (the paper's
+  # Gram distance of VGG relu4_1 features); form "hinge" (bounded,
+  # max(0, 1 - ratio / tau)) or "msgan" (1 / (ratio + 1e-5), unbounded).
+  config.mode_seeking = ml_collections.ConfigDict(dict(
+      distance="pixel", form="hinge", tau=0.05))
   config.frozen = ml_collections.ConfigDict({
       "ihn": "REQUIRED: workdir of the trained ihn stage",
       "histogram": "REQUIRED: workdir of the trained hist stage",
@@ -93,249 +110,389 @@ def default_config() -> ml_collections.ConfigDict:
   return config
 
 
-def _vgg_losses(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  if config.mode_seeking_distance == "gram":
-    return VGG_LOSSES + ("mode_seeking",)
-  return VGG_LOSSES
+def _vgg_terms(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  if config.mode_seeking.distance == "gram":
+    return VGG_TERMS + ("mode_seeking",)
+  return VGG_TERMS
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks `config` against `default_config()` (keys, types, choices, paths)."""
+  """Checks `config` against `default_config()` (keys, types, choices, paths,
+  loss terms)."""
   common.validate_config(
       config, default_config(),
-      choices=dict(defaults.CHOICES, mode_seeking_distance=("pixel", "gram")),
-      required=defaults.required_keys(config, _vgg_losses(config)))
+      choices=dict(defaults.CHOICES,
+                   **{"mode_seeking.distance": ("pixel", "gram"),
+                      "mode_seeking.form": losses.mode_seeking.FORMS}),
+      required=defaults.required_keys(config, _vgg_terms(config)))
+  losses.check_loss_weights(config.loss, TERMS, stage="color")
 
 
-def check_frozen_sizes(config: ml_collections.ConfigDict) -> None:
-  """Size-dependent frozen networks must match this stage's image size."""
-  for name in ("histogram",):
-    trained = common.load_stage_config(config.frozen[name])
-    if trained.data.image_size != config.data.image_size:
-      raise ValueError(
-          f"frozen {name} from {config.frozen[name]!r} was trained at "
-          f"{trained.data.image_size}px but data.image_size is "
-          f"{config.data.image_size}; its layers depend on the image size")
+# ----------------------------------------------------------------------------
+# Networks.
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+  """The Linen modules of the stage (trained: E, G, D; frozen: IHN, H)."""
+  encoder: nn.Module
+  generator: nn.Module
+  discriminator: nn.Module
+  ihn: nn.Module
+  histogram: nn.Module
+
+
+def build_networks(config: ml_collections.ConfigDict,
+                   frozen_sections: dict[str, ml_collections.ConfigDict]
+                   ) -> Networks:
+  """Modules from `config.model` and the frozen stages' model sections."""
+  return Networks(
+      encoder=networks.build("encoder", config.model),
+      generator=networks.build("generator", config.model),
+      discriminator=networks.build("discriminator", config.model),
+      ihn=models.build("ihn", frozen_sections["ihn"]),
+      histogram=models.build("histogram", frozen_sections["histogram"]))
+
+
+def init_variables(key: jax.Array, *, nets: Networks,
+                   size: int) -> dict[str, Any]:
+  """Fresh variables of E, G and D for `size` x `size` images."""
+  keys = jax.random.split(key, 3)
+  image = jnp.zeros((1, size, size, 3), jnp.float32)
+  gray = jnp.zeros((1, size, size, 1), jnp.float32)
+  z = jnp.zeros((1, nets.generator.nz), jnp.float32)
+  return {
+      "encoder": networks.init_variables(nets.encoder, keys[0], image),
+      "generator": networks.init_variables(nets.generator, keys[1], gray, gray,
+                                           z, train=False),
+      "discriminator": networks.init_variables(nets.discriminator, keys[2],
+                                               image, z, train=False),
+  }
+
+
+# ----------------------------------------------------------------------------
+# Data: what every step derives from a batch with the frozen networks.
+
+
+def prepare(batch: dict[str, jax.Array], frozen: dict[str, Any],
+            rng: jax.Array, *, nets: Networks,
+            config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """Halftone, IHN gray, edges, colour-halftone target and I_example.
+
+  Args:
+    batch: 'image' and 'reference' [B,S,S,3] in [0, 1], optional 'example'.
+    frozen: frozen variables ('ihn', 'histogram', 'vgg19'?).
+    rng: key for the halftone, the noise map and the exemplar transfer.
+    nets: the stage's modules.
+    config: the stage config.
+
+  Returns:
+    Dict of [B,S,S,C] arrays in [0, 1] (the IHN gray unclipped), no gradient.
+  """
+  keys = jax.random.split(rng, 2)
+  image = batch["image"]
+  ht, gray, noise, color_ht = networks.halftone_inputs(
+      keys[0], image, config, nets.ihn.nz, with_color=True)
+  ihn_gray = networks.apply_eval(nets.ihn, frozen["ihn"], ht, noise,
+                                 train=False)[-1]
+  if "example" in batch:
+    example = batch["example"]
+  else:
+    from ihc_jax import exemplar  # pylint: disable=g-import-not-at-top
+    example = exemplar.exemplar_transfer(gray, batch["reference"], key=keys[1],
+                                         **config.exemplar.to_dict())
+  data = dict(image=image, reference=batch["reference"], gray=gray,
+              halftone=ht, ihn_gray=ihn_gray,
+              edge_gray=models.canny_edges(jnp.clip(ihn_gray, 0.0, 1.0)),
+              edge_halftone=models.canny_edges(ht), color_halftone=color_ht,
+              example=example)
+  return jax.lax.stop_gradient(data)
+
+
+# ----------------------------------------------------------------------------
+# Losses.
+
+
+def _histograms(nets: Networks, frozen: dict[str, Any],
+                images: jax.Array) -> jax.Array:
+  return histogram_lib.channel_histograms(
+      nets.histogram.apply, frozen["histogram"], jnp.clip(images, 0.0, 1.0))
+
+
+def generator_losses(params: dict[str, Any], variables: dict[str, Any],
+                     data: dict[str, jax.Array], frozen: dict[str, Any],
+                     rng: jax.Array, loss_weights: dict[str, Any] | None = None,
+                     *, nets: Networks, config: ml_collections.ConfigDict
+                     ) -> tuple[jax.Array, tuple[dict, Any, dict]]:
+  """The E+G objective of one step: every term of `TERMS`, weighted.
+
+  Args:
+    params: {'encoder': ..., 'generator': ...} (differentiated).
+    variables: all trained variables (G's batch_stats, D's variables).
+    data: the output of `prepare`.
+    frozen: frozen variables.
+    rng: key for the codes and dropout.
+    loss_weights: term -> weight (may be traced) overriding the values of
+      `config.loss`; which terms are computed still follows `config.loss`
+      (weight > 0), so one compiled step serves any weights (the loss study).
+    nets: the stage's modules.
+    config: the stage config (`loss`, `mode_seeking`, `perceptual`, ...).
+
+  Returns:
+    (total, (weighted terms, G's new batch_stats, fakes for D)).
+  """
+  active = {name for name in TERMS if config.loss[name] > 0}
+  weights = dict(config.loss) if loss_weights is None else dict(loss_weights)
+  keys = jax.random.split(rng, 5)
+  image, reference = data["image"], data["reference"]
+  b = image.shape[0]
+  nz = nets.generator.nz
+  mu, logvar = nets.encoder.apply({"params": params["encoder"]},
+                                  jnp.concatenate([image, reference]))
+  z_rec = models.sample_latent(keys[0], mu[:b], logvar[:b])
+  z_ref = models.sample_latent(keys[1], mu[b:], logvar[b:])
+  z_r1 = jax.random.normal(keys[2], (b, nz))
+  z_r2 = jax.random.normal(keys[3], (b, nz))
+  # One batched G pass: rec, ref, rand1, rand2 from the IHN gray, and the
+  # colour halftone from the halftone.
+  out, g_batch_stats = networks.apply_train(
+      nets.generator, variables["generator"], params["generator"],
+      jnp.concatenate([data["ihn_gray"]] * 4 + [data["halftone"]]),
+      jnp.concatenate([data["edge_gray"]] * 4 + [data["edge_halftone"]]),
+      jnp.concatenate([z_rec, z_ref, z_r1, z_r2, z_rec]),
+      rng=keys[4], train=True)
+  rec, ref, rand1, rand2, color_ht = jnp.split(out, 5)
+
+  terms = {
+      "recovery_l1": losses.recovery_l1_loss(rec, image),
+      "reference_mse": losses.reference_mse_loss(ref, data["example"]),
+      "halftone_task": losses.halftone_task_loss(color_ht,
+                                                 data["color_halftone"]),
+      "kl": losses.kl_loss(mu, logvar),
+  }
+  ms = config.mode_seeking
+  if active & set(_vgg_terms(config)):
+    # One VGG pass shared by the structure, style and mode-seeking terms.
+    layer = config.perceptual.layer
+    feats = losses.vgg_features(
+        frozen["vgg19"]["params"],
+        jnp.concatenate([rec, ref, rand1, rand2, image, reference]),
+        layers=(layer,), normalization=config.model.vgg19.normalization)[layer]
+    f_rec, f_ref, f_rand1, f_rand2, f_image, f_reference = jnp.split(feats, 6)
+    f_image = jax.lax.stop_gradient(f_image)
+    f_reference = jax.lax.stop_gradient(f_reference)
+    terms["structure"] = losses.structure_loss_from_features(
+        rand1, image, f_rand1, f_image)
+    terms["style"] = (losses.style_loss_from_features(f_rec, f_image)
+                      + losses.style_loss_from_features(f_ref, f_reference))
+    if ms.distance == "gram":
+      terms["mode_seeking"] = losses.mode_seeking_loss_from_features(
+          f_rand1, f_rand2, z_r1, z_r2, distance="gram", form=ms.form,
+          tau=ms.tau)
+  if ms.distance == "pixel":
+    terms["mode_seeking"] = losses.mode_seeking_loss_from_features(
+        rand1, rand2, z_r1, z_r2, distance="pixel", form=ms.form, tau=ms.tau)
+  # Latent regression updates G only (as BicycleGAN): E is applied with
+  # frozen parameters and the codes are constants, so E cannot satisfy the
+  # term by shrinking both sides.
+  mu_hat, _ = nets.encoder.apply(
+      {"params": jax.lax.stop_gradient(params["encoder"])},
+      jnp.concatenate([ref, rand1]))
+  terms["latent"] = (
+      losses.latent_loss(jax.lax.stop_gradient(z_ref), mu_hat[:b])
+      + losses.latent_loss(z_r1, mu_hat[b:]))
+  if "adversarial" in active:
+    fake_logits = nets.discriminator.apply(
+        variables["discriminator"], jnp.concatenate([rec, rand1]),
+        jnp.concatenate([z_rec, z_r1]), train=True,
+        mutable=["batch_stats"])[0]
+    terms["adversarial"] = losses.generator_adversarial_loss(
+        fake_logits, mode=config.adversarial_mode)
+  if "self_similarity" in active:
+    terms["self_similarity"] = losses.self_similarity_loss(
+        jnp.concatenate([rec, ref, rand1]), jnp.concatenate([image] * 3))
+  if "histogram" in active:
+    hists = _histograms(nets, frozen, jnp.concatenate([rec, ref]))
+    targets = jax.lax.stop_gradient(
+        _histograms(nets, frozen, jnp.concatenate([image, reference])))
+    terms["histogram"] = losses.histogram_loss_from_histograms(hists, targets)
+  terms = {name: value for name, value in terms.items() if name in active}
+  total, weighted = losses.weighted_total(
+      {name: weights[name] for name in active}, terms)
+  fakes = jax.lax.stop_gradient(dict(
+      images=jnp.concatenate([rec, rand1]),
+      z=jnp.concatenate([z_rec, z_r1]), real_z=z_rec))
+  return total, (weighted, g_batch_stats, fakes)
+
+
+def discriminator_loss(params: Any, variables: dict[str, Any],
+                       data: dict[str, jax.Array], fakes: dict[str, jax.Array],
+                       *, nets: Networks, config: ml_collections.ConfigDict
+                       ) -> tuple[jax.Array, Any]:
+  """D's loss on (I, z_rec) as real and the two fake sets (I_rec, I_rand).
+
+  Returns:
+    (loss, D's new batch_stats).
+  """
+  d_variables = dict(variables["discriminator"], params=params)
+  images = jnp.concatenate([data["image"], fakes["images"]])
+  z = jnp.concatenate([fakes["real_z"], fakes["z"]])
+  logits, updates = nets.discriminator.apply(
+      d_variables, images, z, train=True, mutable=["batch_stats"])
+  b = data["image"].shape[0]
+  real = [x[:b] for x in logits]
+  loss = 0.5 * sum(
+      losses.discriminator_adversarial_loss(
+          real, [x[b * (i + 1):b * (i + 2)] for x in logits],
+          mode=config.adversarial_mode)
+      for i in range(2))
+  return loss, updates["batch_stats"]
+
+
+# ----------------------------------------------------------------------------
+# Steps.
+
+
+def train_step(state: common.TrainState, batch: dict[str, jax.Array],
+               frozen: dict[str, Any], rng: jax.Array,
+               loss_weights: dict[str, Any] | None = None, *, nets: Networks,
+               config: ml_collections.ConfigDict,
+               optimizers: dict[str, Any]
+               ) -> tuple[common.TrainState, dict[str, jax.Array]]:
+  """One update of E+G and D; returns every weighted term as a metric.
+
+  `loss_weights` (optional, may be traced) overrides the values of
+  `config.loss`, see `generator_losses`.
+  """
+  data_key, g_key = jax.random.split(rng)
+  data = prepare(batch, frozen, data_key, nets=nets, config=config)
+  params = {name: state.variables[name]["params"]
+            for name in ("encoder", "generator")}
+  (g_total, (weighted, g_stats, fakes)), g_grads = jax.value_and_grad(
+      generator_losses, has_aux=True)(params, state.variables, data, frozen,
+                                      g_key, loss_weights, nets=nets,
+                                      config=config)
+  grads = dict(g_grads)
+  batch_stats = {"generator": g_stats}
+  out = dict(weighted, loss=g_total)
+  checked = [g_total]
+  if config.loss.adversarial > 0:
+    (d_loss, d_stats), d_grads = jax.value_and_grad(
+        discriminator_loss, has_aux=True)(
+            state.variables["discriminator"]["params"], state.variables,
+            data, fakes, nets=nets, config=config)
+    grads["discriminator"] = d_grads
+    batch_stats["discriminator"] = d_stats
+    out["discriminator_loss"] = d_loss
+    checked.append(d_loss)
+  state, guard = common.guarded_update(state, optimizers, grads, batch_stats,
+                                       checked)
+  return state, dict(out, **guard)
+
+
+def colorize(state: common.TrainState, nets: Networks, gray: jax.Array,
+             edge: jax.Array, z: jax.Array) -> jax.Array:
+  """G in inference mode: [B,S,S,1] gray, edge and [B,nz] code -> RGB."""
+  return networks.apply_eval(nets.generator, state.variables["generator"],
+                             gray, edge, z, train=False)
+
+
+def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
+              frozen: dict[str, Any], rng: jax.Array, *, nets: Networks,
+              config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """Per-example held-out metrics of the three schemes and the baselines.
+
+  Returns:
+    name -> [B] float32: recovery PSNR/SSIM (z = mu of E(I)) beside the IHN
+    gray in three channels and the blur baseline; the reference result's and
+    the gray's chroma distance to the reference (`metrics.chroma_distance`);
+    the random samples' difference, luma SSIM to the IHN gray, and saturated
+    fraction beside the ground truth's.
+  """
+  data_key, z_key = jax.random.split(rng)
+  data = prepare(batch, frozen, data_key, nets=nets, config=config)
+  image, reference = data["image"], data["reference"]
+  b = image.shape[0]
+  mu, _ = networks.apply_eval(nets.encoder, state.variables["encoder"],
+                              jnp.concatenate([image, reference]))
+  z = jnp.concatenate([mu, jax.random.normal(z_key, (2 * b, mu.shape[-1]))])
+  out = jnp.clip(colorize(state, nets, jnp.concatenate([data["ihn_gray"]] * 4),
+                          jnp.concatenate([data["edge_gray"]] * 4), z),
+                 0.0, 1.0)
+  rec, ref, rand1, rand2 = jnp.split(out, 4)
+  gray3 = color_space.gray_to_rgb(jnp.clip(data["ihn_gray"], 0.0, 1.0))
+  blur = color_space.gray_to_rgb(baselines.blur_baseline(
+      data["halftone"], config.halftone))
+  ihn_gray = jnp.clip(data["ihn_gray"], 0.0, 1.0)
+  per_example = dict(reduction="none")
+  return {
+      "recovery_psnr": metrics.psnr(rec, image, **per_example),
+      "recovery_ssim": metrics.ssim(rec, image, **per_example),
+      "gray3_psnr": metrics.psnr(gray3, image, **per_example),
+      "gray3_ssim": metrics.ssim(gray3, image, **per_example),
+      "blur_baseline_psnr": metrics.psnr(blur, image, **per_example),
+      "blur_baseline_ssim": metrics.ssim(blur, image, **per_example),
+      "reference_chroma_dist": metrics.chroma_distance(ref, reference,
+                                                       **per_example),
+      "gray_chroma_dist": metrics.chroma_distance(gray3, reference,
+                                                  **per_example),
+      "random_difference": jnp.mean(jnp.abs(rand1 - rand2), axis=(1, 2, 3)),
+      "random_luma_ssim": metrics.ssim(
+          color_space.rgb_to_gray(rand1), ihn_gray, **per_example),
+      "random_saturated": metrics.saturated_fraction(rand1, **per_example),
+      "truth_saturated": metrics.saturated_fraction(image, **per_example),
+  }
+
+
+def sample_step(state: common.TrainState, batch: dict[str, jax.Array],
+                frozen: dict[str, Any], rng: jax.Array, *, nets: Networks,
+                config: ml_collections.ConfigDict) -> list[jax.Array]:
+  """The columns of the sample grid (`SAMPLE_TITLES`)."""
+  data_key, z_key = jax.random.split(rng)
+  data = prepare(batch, frozen, data_key, nets=nets, config=config)
+  b = data["image"].shape[0]
+  mu, _ = networks.apply_eval(nets.encoder, state.variables["encoder"],
+                              jnp.concatenate([data["image"],
+                                               data["reference"]]))
+  z = jnp.concatenate([mu, jax.random.normal(z_key, (2 * b, mu.shape[-1]))])
+  rec, ref, rand1, rand2 = jnp.split(
+      colorize(state, nets, jnp.concatenate([data["ihn_gray"]] * 4),
+               jnp.concatenate([data["edge_gray"]] * 4), z), 4)
+  return [data["halftone"], data["ihn_gray"], rec, data["reference"], ref,
+          rand1, rand2, data["image"]]
+
+
+SAMPLE_TITLES = ("halftone", "ihn gray", "recovery", "reference",
+                 "by reference", "random 1", "random 2", "ground truth")
+
+
+# ----------------------------------------------------------------------------
+# Stage.
 
 
 def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
   """Networks, optimizers and jit-able steps of the colour stage."""
-  check_frozen_sizes(config)
+  defaults.check_frozen_settings(config, "ihn")
+  defaults.check_frozen_image_size(config, "histogram")
   loaded = common.load_frozen_networks(config.frozen, FROZEN)
-  ihn = models.build("ihn", loaded["ihn"][0])
-  hist_net = models.build("histogram", loaded["histogram"][0])
-  encoder = networks.build("encoder", config.model)
-  generator = networks.build("generator", config.model)
-  discriminator = networks.build("discriminator", config.model)
-  nz = config.model.generator.nz
-  ihn_nz = loaded["ihn"][0].nz
-  size = config.data.image_size
-  weights = config.loss
-  mode = config.adversarial_mode
-  use_vgg = defaults.uses_vgg(weights, _vgg_losses(config))
+  nets = build_networks(config, {name: section
+                                 for name, (section, _) in loaded.items()})
   frozen = {name: variables for name, (_, variables) in loaded.items()}
-  if use_vgg:
-    frozen["vgg19"] = {"params": vgg.load_vgg19_params(
-        defaults.perceptual_section(config), seed=config.seed)}
-
-  def init_variables(key):
-    keys = jax.random.split(key, 3)
-    image = jnp.zeros((1, size, size, 3), jnp.float32)
-    gray = jnp.zeros((1, size, size, 1), jnp.float32)
-    z = jnp.zeros((1, nz), jnp.float32)
-    return {
-        "encoder": networks.init_variables(encoder, keys[0], image),
-        "generator": networks.init_variables(generator, keys[1], gray, gray,
-                                             z, train=False),
-        "discriminator": networks.init_variables(discriminator, keys[2],
-                                                 image, z, train=False),
-    }
-
+  frozen.update(defaults.frozen_vgg(config, _vgg_terms(config)))
   optimizers = {name: common.make_optimizer(config.optim[name],
                                             config.num_train_steps)
                 for name in TRAINED}
-
-  def prepare(batch, frozen, rng):
-    """Halftone, IHN gray, edges, colour-halftone target, I_example."""
-    keys = jax.random.split(rng, 3)
-    image = batch["image"]
-    ht, gray, noise = networks.halftone_inputs(keys[0], image, config, ihn_nz)
-    ihn_gray = networks.apply_eval(ihn, frozen["ihn"], ht, noise,
-                                   train=False)[-1]
-    ihn_gray = jax.lax.stop_gradient(ihn_gray)
-    color_ht = halftone.synthesize_color(keys[1], image, config.halftone)
-    if "example" in batch:
-      example = batch["example"]
-    else:
-      from ihc_jax import exemplar  # pylint: disable=g-import-not-at-top
-      example = exemplar.exemplar_transfer(gray, batch["reference"],
-                                           key=keys[2],
-                                           **config.exemplar.to_dict())
-    return dict(image=image, reference=batch["reference"], gray=gray,
-                halftone=ht, ihn_gray=ihn_gray,
-                edge_gray=models.canny_edges(jnp.clip(ihn_gray, 0.0, 1.0)),
-                edge_halftone=models.canny_edges(ht), color_halftone=color_ht,
-                example=jax.lax.stop_gradient(example))
-
-  def histograms(images, frozen):
-    return histogram_lib.channel_histograms(
-        hist_net.apply, frozen["histogram"], jnp.clip(images, 0.0, 1.0))
-
-  def generator_losses(params, state, data, frozen, rng):
-    keys = jax.random.split(rng, 6)
-    b = data["image"].shape[0]
-    mu, logvar = encoder.apply({"params": params["encoder"]},
-                               jnp.concatenate([data["image"],
-                                                data["reference"]]))
-    mu_rec, mu_ref = mu[:b], mu[b:]
-    logvar_rec, logvar_ref = logvar[:b], logvar[b:]
-    z_rec = models.sample_latent(keys[0], mu_rec, logvar_rec)
-    z_ref = models.sample_latent(keys[1], mu_ref, logvar_ref)
-    z_r1 = jax.random.normal(keys[2], (b, nz))
-    z_r2 = jax.random.normal(keys[3], (b, nz))
-    # One batched G pass: rec, ref, rand1, rand2 from the IHN gray, and the
-    # colour halftone from the halftone.
-    g_in = jnp.concatenate([data["ihn_gray"]] * 4 + [data["halftone"]])
-    e_in = jnp.concatenate([data["edge_gray"]] * 4 + [data["edge_halftone"]])
-    z_in = jnp.concatenate([z_rec, z_ref, z_r1, z_r2, z_rec])
-    out, g_batch_stats = networks.apply_train(
-        generator, state.variables["generator"], params["generator"], g_in,
-        e_in, z_in, rng=keys[4], train=True)
-    rec, ref, rand1, rand2, color_ht = jnp.split(out, 5)
-
-    image, reference = data["image"], data["reference"]
-    terms = {
-        "recovery_l1": losses.recovery_l1_loss(rec, image),
-        "reference_mse": losses.reference_mse_loss(ref, data["example"]),
-        "kl": losses.kl_loss(mu, logvar),
-    }
-    if use_vgg:
-      # One VGG pass shared by the structure, style and mode-seeking terms.
-      layer = config.perceptual.layer
-      feats = losses.vgg_features(
-          frozen["vgg19"]["params"],
-          jnp.concatenate([rec, ref, rand1, rand2, image, reference]),
-          layers=(layer,),
-          normalization=config.model.vgg19.normalization)[layer]
-      f_rec, f_ref, f_rand1, f_rand2, f_image, f_reference = jnp.split(
-          feats, 6)
-      f_image = jax.lax.stop_gradient(f_image)
-      f_reference = jax.lax.stop_gradient(f_reference)
-      terms["structure"] = losses.structure_loss_from_features(
-          rand1, image, f_rand1, f_image)
-      terms["style"] = (losses.style_loss_from_features(f_rec, f_image)
-                        + losses.style_loss_from_features(f_ref, f_reference))
-      if config.mode_seeking_distance == "gram":
-        terms["mode_seeking"] = losses.mode_seeking_loss_from_features(
-            f_rand1, f_rand2, z_r1, z_r2, distance="gram")
-    if config.mode_seeking_distance == "pixel":
-      terms["mode_seeking"] = losses.mode_seeking_loss_from_features(
-          rand1, rand2, z_r1, z_r2, distance="pixel")
-    mu_hat, _ = encoder.apply({"params": params["encoder"]},
-                              jnp.concatenate([ref, rand1]))
-    terms["latent"] = (losses.latent_loss(z_ref, mu_hat[:b])
-                       + losses.latent_loss(z_r1, mu_hat[b:]))
-    if weights.adversarial > 0:
-      fake_logits = discriminator.apply(
-          state.variables["discriminator"], jnp.concatenate([rec, rand1]),
-          jnp.concatenate([z_rec, z_r1]), train=True,
-          mutable=["batch_stats"])[0]
-      terms["adversarial"] = losses.generator_adversarial_loss(
-          fake_logits, mode=mode)
-    if weights.self_similarity > 0:
-      terms["self_similarity"] = losses.self_similarity_loss(
-          jnp.concatenate([rec, ref, rand1]), jnp.concatenate([image] * 3))
-    if weights.histogram > 0:
-      hists = histograms(jnp.concatenate([rec, ref]), frozen)
-      targets = jax.lax.stop_gradient(
-          histograms(jnp.concatenate([image, reference]), frozen))
-      terms["histogram"] = losses.histogram_loss_from_histograms(hists, targets)
-    total, weighted = losses.weighted_total(weights, terms)
-    # The C->IHN task is not a loss of the paper, so it is weighted here.
-    weighted["halftone_task"] = config.halftone_task_weight * (
-        losses.recovery_l1_loss(color_ht, data["color_halftone"]))
-    total = total + weighted["halftone_task"]
-    fakes = dict(images=jax.lax.stop_gradient(jnp.concatenate([rec, rand1])),
-                 z=jax.lax.stop_gradient(jnp.concatenate([z_rec, z_r1])),
-                 real_z=jax.lax.stop_gradient(z_rec))
-    return total, (weighted, g_batch_stats, fakes)
-
-  def discriminator_loss(params, state, data, fakes):
-    variables = dict(state.variables["discriminator"], params=params)
-    images = jnp.concatenate([data["image"], fakes["images"]])
-    z = jnp.concatenate([fakes["real_z"], fakes["z"]])
-    logits, updates = discriminator.apply(variables, images, z, train=True,
-                                          mutable=["batch_stats"])
-    b = data["image"].shape[0]
-    real = [x[:b] for x in logits]
-    # Two fake sets (I_rec, I_rand) against the same reals, averaged.
-    loss = 0.5 * sum(
-        losses.discriminator_adversarial_loss(
-            real, [x[b * (i + 1):b * (i + 2)] for x in logits], mode=mode)
-        for i in range(2))
-    return loss, updates["batch_stats"]
-
-  def train_step(state, batch, frozen, rng):
-    data_key, g_key = jax.random.split(rng)
-    data = prepare(batch, frozen, data_key)
-    params = {name: state.variables[name]["params"]
-              for name in ("encoder", "generator")}
-    (g_total, (weighted, g_stats, fakes)), g_grads = jax.value_and_grad(
-        generator_losses, has_aux=True)(params, state, data, frozen, g_key)
-    grads = dict(g_grads)
-    batch_stats = {"generator": g_stats}
-    metrics_out = dict(weighted, loss=g_total)
-    losses_to_check = [g_total]
-    if weights.adversarial > 0:
-      (d_loss, d_stats), d_grads = jax.value_and_grad(
-          discriminator_loss, has_aux=True)(
-              state.variables["discriminator"]["params"], state, data, fakes)
-      grads["discriminator"] = d_grads
-      batch_stats["discriminator"] = d_stats
-      metrics_out["discriminator_loss"] = d_loss
-      losses_to_check.append(d_loss)
-    state, guard = common.guarded_update(state, optimizers, grads, batch_stats,
-                                         losses_to_check)
-    return state, dict(metrics_out, **guard)
-
-  def colorize(state, gray, edge, z):
-    return networks.apply_eval(generator, state.variables["generator"], gray,
-                               edge, z, train=False)
-
-  def eval_step(state, batch, frozen, rng):
-    data = prepare(batch, frozen, rng)
-    mu, _ = networks.apply_eval(encoder, state.variables["encoder"],
-                                data["image"])
-    rec = jnp.clip(colorize(state, data["ihn_gray"], data["edge_gray"], mu),
-                   0.0, 1.0)
-    baseline = jnp.repeat(baselines.descreen_blur(
-        data["halftone"], period=defaults.screen_period(config),
-        tone_curve=config.halftone.tone_curve), 3, axis=-1)
-    return {"recovery_psnr": metrics.psnr(rec, data["image"]),
-            "recovery_ssim": metrics.ssim(rec, data["image"]),
-            "blur_baseline_psnr": metrics.psnr(baseline, data["image"]),
-            "blur_baseline_ssim": metrics.ssim(baseline, data["image"])}
-
-  def sample_step(state, batch, frozen, rng):
-    data_key, z_key = jax.random.split(rng)
-    data = prepare(batch, frozen, data_key)
-    b = data["image"].shape[0]
-    mu_ref, _ = networks.apply_eval(encoder, state.variables["encoder"],
-                                    data["reference"])
-    z_rand = jax.random.normal(z_key, (2, b, nz))
-    by_reference = colorize(state, data["ihn_gray"], data["edge_gray"], mu_ref)
-    random = [colorize(state, data["ihn_gray"], data["edge_gray"], z)
-              for z in z_rand]
-    return [data["halftone"], data["ihn_gray"], data["reference"],
-            by_reference, random[0], random[1], data["image"]]
-
-  return common.Stage(name="color", init_variables=init_variables,
-                      optimizers=optimizers, train_step=train_step,
-                      frozen=frozen, eval_step=eval_step,
-                      sample_step=sample_step,
-                      sample_titles=("halftone", "ihn gray", "reference",
-                                     "by reference", "random 1", "random 2",
-                                     "ground truth"))
+  bound = dict(nets=nets, config=config)
+  return common.Stage(
+      name="color",
+      init_variables=functools.partial(init_variables, nets=nets,
+                                       size=config.data.image_size),
+      optimizers=optimizers,
+      train_step=functools.partial(train_step, optimizers=optimizers, **bound),
+      frozen=frozen,
+      eval_step=functools.partial(eval_step, **bound),
+      sample_step=functools.partial(sample_step, **bound),
+      sample_titles=SAMPLE_TITLES)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -343,7 +500,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """Trains E, G and D in `workdir` (resuming if it holds a checkpoint).
 
   Returns:
-    Final held-out metrics: recovery-scheme and blur-baseline PSNR/SSIM.
+    Final held-out metrics (see `eval_step`).
   """
   validate(config)
   return common.run_stage(config, workdir, make_stage(config),

@@ -35,6 +35,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -53,7 +54,6 @@ import orbax.checkpoint as ocp
 
 from ihc_jax.trainers import resilience
 
-STAGES = ("ihn", "hist", "color", "fusion")
 REQUIRED_PREFIX = "REQUIRED"
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -614,11 +614,20 @@ def evaluate(stage: Stage, state: TrainState, eval_ds: Any, mesh: Mesh,
     metrics = eval_step(state, shard(batch, mesh), stage.frozen,
                         jax.random.fold_in(rng, i))
     for key, value in jax.device_get(metrics).items():
-      sums[key] += float(value)
-    count += 1
+      sums[key] += float(np.sum(value))
+    count += int(np.shape(batch["image"])[0])
   if count == 0:
     raise ValueError("the evaluation split yielded no batch")
   return {f"eval/{k}": v / count for k, v in sums.items()}
+
+
+def console(message: str) -> None:
+  """A progress or result line for the person running the job (stdout).
+
+  Library logs (Orbax, absl INFO) stay at WARNING unless `--verbosity` asks
+  for more; these lines are what a run shows by default.
+  """
+  print(message, flush=True)
 
 
 def write_summary(workdir: str, stage: str, step: int,
@@ -636,8 +645,7 @@ def write_summary(workdir: str, stage: str, step: int,
 
 
 def run_stage(config: ml_collections.ConfigDict, workdir: str, stage: Stage,
-              init_from: Mapping[str, str] | None = None,
-              extra_summary: Callable[..., dict[str, float]] | None = None
+              init_from: Mapping[str, str] | None = None
               ) -> dict[str, float]:
   """Trains one stage: resume, loop, log, evaluate, checkpoint, summary.
 
@@ -649,8 +657,6 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, stage: Stage,
     stage: networks, optimizers and steps of the stage.
     init_from: network name -> stage workdir to initialise it from (used only
       when `workdir` holds no checkpoint); '' means none.
-    extra_summary: optional `(state, eval_ds) -> metrics` added to the final
-      summary (e.g. baselines).
 
   Returns:
     The final evaluation metrics.
@@ -721,6 +727,7 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, stage: Stage,
     eval_metrics: dict[str, float] = {}
     step = start_step
     sample_batch = None
+    last_log = time.time()
     while step < num_steps:
       if stop.agreed():
         break
@@ -745,6 +752,11 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, stage: Stage,
         means = jax.tree.map(lambda *x: float(np.mean(x)),
                              *jax.device_get(pending))
         writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
+        if is_chief:
+          console(f"[{stage.name}] step {step}/{num_steps}  "
+                  f"{len(pending) / max(time.time() - last_log, 1e-9):.2f} "
+                  f"steps/s  loss {means['loss']:.4g}")
+        last_log = time.time()
         pending = []
       if sample_step and (step % config.log.sample_every_steps == 0
                           or step == num_steps):
@@ -778,10 +790,11 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, stage: Stage,
     if eval_step and not eval_metrics:
       eval_metrics = evaluate(stage, state, eval_ds, mesh,
                               config.eval.num_batches, eval_key, eval_step)
-    if extra_summary is not None:
-      eval_metrics = dict(eval_metrics, **extra_summary(state, eval_ds))
     if is_chief:
       write_summary(workdir, stage.name, step, eval_metrics)
+      console(f"[{stage.name}] held-out metrics at step {step}: " + ", ".join(
+          f"{k.removeprefix('eval/')} {v:.4g}"
+          for k, v in sorted(eval_metrics.items())))
     checkpointer.close()
     writer.flush()
   return eval_metrics

@@ -126,12 +126,6 @@ def perceptual_section(config: ml_collections.ConfigDict
   return section
 
 
-def screen_period(config: ml_collections.ConfigDict) -> float:
-  """Mid-range AM screen period of `config.halftone`, in pixels."""
-  low, high = config.halftone.period_range
-  return 0.5 * (low + high)
-
-
 def shrink(config: ml_collections.ConfigDict, *, image_size: int,
            batch_size: int, num_train_steps: int,
            model: ml_collections.ConfigDict | None = None
@@ -153,7 +147,11 @@ def shrink(config: ml_collections.ConfigDict, *, image_size: int,
   if model is None:
     model = tiny_model(image_size)
   for name in config.model.keys():
-    config.model[name] = model[name]
+    section = ml_collections.ConfigDict(model[name].to_dict())
+    if "nz" in config.model[name] and name == "discriminator":
+      # A stage's D may see images only (fusion: nz = 0); keep that.
+      section.nz = config.model[name].nz
+    config.model[name] = section
   config.data.image_size = image_size
   config.data.batch_size = batch_size
   config.data.eval_batch_size = batch_size
@@ -175,3 +173,73 @@ def tiny_model(image_size: int) -> ml_collections.ConfigDict:
   model.ihn.num_downs = levels
   model.generator.num_downs = levels
   return model
+
+
+def check_frozen_settings(config: ml_collections.ConfigDict,
+                          network: str = "ihn") -> None:
+  """The halftone and noise map of a stage must be those its frozen IHN had.
+
+  The colour and fusion stages feed the frozen IHN halftones they synthesise
+  themselves; an IHN trained on another screen, tone curve or noise map would
+  be fed inputs it never saw.
+
+  Args:
+    config: a stage config with `frozen.<network>`, `halftone` and
+      `noise_variant`.
+    network: the frozen network trained with those settings.
+
+  Raises:
+    ValueError: naming the setting, this stage's value and the frozen
+      stage's value.
+  """
+  from ihc_jax.trainers import common  # pylint: disable=g-import-not-at-top
+  path = config.frozen[network]
+  trained = common.load_stage_config(path)
+  mismatches = []
+  if trained.get("noise_variant") != config.noise_variant:
+    mismatches.append(f"noise_variant: this stage {config.noise_variant!r}, "
+                      f"frozen {trained.get('noise_variant')!r}")
+  ours = config.halftone.to_dict()
+  theirs = trained.get("halftone", ml_collections.ConfigDict()).to_dict()
+  for key in sorted(ours):
+    mine, other = ours[key], theirs.get(key)
+    if isinstance(mine, (tuple, list)) and isinstance(other, (tuple, list)):
+      mine, other = tuple(mine), tuple(other)
+    if mine != other:
+      mismatches.append(f"halftone.{key}: this stage {mine!r}, frozen {other!r}")
+  if mismatches:
+    raise ValueError(
+        f"the frozen {network} in {path!r} was trained with other input "
+        f"settings than this {config.trainer} stage uses: "
+        f"{'; '.join(mismatches)}. Use the frozen stage's settings (see "
+        f"{path}/config.json).")
+
+
+def check_frozen_image_size(config: ml_collections.ConfigDict,
+                            network: str) -> None:
+  """A frozen network whose layers depend on the image size must match it.
+
+  Raises:
+    ValueError: naming the network, its training size and this stage's.
+  """
+  from ihc_jax.trainers import common  # pylint: disable=g-import-not-at-top
+  trained = common.load_stage_config(config.frozen[network])
+  if trained.data.image_size != config.data.image_size:
+    raise ValueError(
+        f"frozen {network} from {config.frozen[network]!r} was trained at "
+        f"{trained.data.image_size}px but data.image_size is "
+        f"{config.data.image_size}; its layers depend on the image size")
+
+
+def frozen_vgg(config: ml_collections.ConfigDict,
+               vgg_terms: tuple[str, ...]) -> dict:
+  """{'vgg19': {'params': ...}} when a VGG-based term is on, else {}.
+
+  Reads `config.perceptual.vgg19_weights` (random features only when
+  `perceptual.random_features` opts in; `vgg.load_vgg19_params` warns).
+  """
+  if not uses_vgg(config.loss, vgg_terms):
+    return {}
+  from ihc_jax.models import vgg  # pylint: disable=g-import-not-at-top
+  return {"vgg19": {"params": vgg.load_vgg19_params(
+      perceptual_section(config), seed=config.seed)}}

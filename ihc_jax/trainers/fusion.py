@@ -2,35 +2,52 @@
 
 With the IHN (stage 1) and E, G (stage 3) frozen, every step builds the two
 colorizations of a halftone h exactly as the official inference does
-(original-code.md §4):
+(`ihc_jax.cascade.two_paths`, original-code.md §4), for the three colour
+codes inference feeds F:
 
-* IHN->C: g = IHN(h, noise), c_forward = G(g, canny(g), z);
-* C->IHN: c_ht = G(h, canny(h), z), c_inverse = IHN applied to each colour
-  channel of c_ht with the same noise map;
+* recovery: z ~ E(I); the target is the ground truth I;
+* reference: z ~ E(I_ref), and random: z ~ N(0, I). No ground truth exists
+  for these; the target keeps what is known and what the code asked for:
+  the true luminance of I (ITU-R 601) with the chroma of the IHN->C result
+  (`color.replace_luma`), the path whose colours the paper calls vivid.
 
-with z = E(I) (the recovery code, so the ground truth I is the target), and
-trains F(c_forward, c_inverse) with an L1 reconstruction loss and a VGG
-perceptual loss against I; an adversarial loss (a fresh D) is optional
-(`loss.adversarial > 0`).
+F(forward, inverse) is trained with an L1 loss and a VGG perceptual loss
+against those targets; an adversarial loss (a fresh D on images) is
+optional (`loss.adversarial > 0`).
+
+The module reads top to bottom: config, networks, data, losses, steps,
+`make_stage`, `train_and_evaluate`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
+from ihc_jax import cascade
+from ihc_jax import color as color_space
 from ihc_jax import losses
 from ihc_jax import metrics
 from ihc_jax import models
-from ihc_jax.models import vgg
 from ihc_jax.trainers import baselines
 from ihc_jax.trainers import common
 from ihc_jax.trainers import defaults
 from ihc_jax.trainers import networks
 
 FROZEN = ("ihn", "encoder", "generator")
-VGG_LOSSES = ("perceptual",)
+TERMS = ("l1", "perceptual", "adversarial")
+VGG_TERMS = ("perceptual",)
+SCHEMES = ("recovery", "reference", "random")
+
+
+# ----------------------------------------------------------------------------
+# Config.
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -49,8 +66,8 @@ def default_config() -> ml_collections.ConfigDict:
   })
   config.adversarial_mode = "lsgan"
   config.loss = ml_collections.ConfigDict(dict(
-      recovery_l1=10.0,  # |F - I|, choice (BicycleGAN's lambda_L1)
-      perceptual=0.05,   # ||phi(F) - phi(I)||^2 at relu4_1, choice
+      l1=10.0,           # |F - target|, choice (BicycleGAN's lambda_L1)
+      perceptual=0.05,   # ||phi(F) - phi(target)||^2 at relu4_1, choice
       adversarial=0.0,   # optional; > 0 trains a fresh D
   ))
   config.frozen = ml_collections.ConfigDict({
@@ -64,166 +81,275 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks `config` against `default_config()` (keys, types, choices, paths)."""
+  """Checks `config` against `default_config()` (keys, types, choices, paths,
+  loss terms)."""
   common.validate_config(config, default_config(), choices=defaults.CHOICES,
-                         required=defaults.required_keys(config, VGG_LOSSES))
+                         required=defaults.required_keys(config, VGG_TERMS))
+  losses.check_loss_weights(config.loss, TERMS, stage="fusion")
 
 
-def cascade(nets: dict, frozen: dict, image: jax.Array, ht: jax.Array,
-            noise: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Both cascade paths with frozen networks (no gradient).
+# ----------------------------------------------------------------------------
+# Networks.
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+  """The Linen modules (trained: F, D; frozen: IHN, E, G)."""
+  fusion: nn.Module
+  discriminator: nn.Module
+  ihn: nn.Module
+  encoder: nn.Module
+  generator: nn.Module
+
+
+def build_networks(config: ml_collections.ConfigDict,
+                   frozen_sections: dict[str, ml_collections.ConfigDict]
+                   ) -> Networks:
+  """Modules from `config.model` and the frozen stages' model sections."""
+  return Networks(
+      fusion=networks.build("fusion", config.model),
+      discriminator=networks.build("discriminator", config.model),
+      **{name: models.build(name, frozen_sections[name]) for name in FROZEN})
+
+
+def trained_networks(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """F, and D when the adversarial term is on."""
+  return (("fusion", "discriminator") if config.loss.adversarial > 0
+          else ("fusion",))
+
+
+def init_variables(key: jax.Array, *, nets: Networks, size: int,
+                   trained: tuple[str, ...]) -> dict[str, Any]:
+  """Fresh variables of F (and D) for `size` x `size` images."""
+  keys = jax.random.split(key)
+  image = jnp.zeros((1, size, size, 3), jnp.float32)
+  out = {"fusion": networks.init_variables(nets.fusion, keys[0], image, image)}
+  if "discriminator" in trained:
+    out["discriminator"] = networks.init_variables(
+        nets.discriminator, keys[1], image, train=False)
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Data.
+
+
+def prepare(batch: dict[str, jax.Array], frozen: dict[str, Any],
+            rng: jax.Array, *, nets: Networks,
+            config: ml_collections.ConfigDict,
+            sample_codes: bool = True) -> dict[str, jax.Array]:
+  """Both cascade paths for the three schemes, and their targets.
 
   Args:
-    nets: 'ihn' and 'generator' Linen modules.
-    frozen: their variables.
-    image: unused shape reference [B,H,W,3].
-    ht: [B,H,W,1] halftone in [0,1].
-    noise: [B,H,W,nz] IHN noise map, shared by every IHN call.
-    z: [B,nz] colour code.
+    batch: 'image' and 'reference' [B,S,S,3] in [0, 1].
+    frozen: frozen variables ('ihn', 'encoder', 'generator', 'vgg19'?).
+    rng: key for the halftone, the noise map and the codes.
+    nets: the stage's modules.
+    config: the stage config.
+    sample_codes: sample E's codes (training) or use their means (eval).
 
   Returns:
-    (IHN gray [B,H,W,1], c_forward [B,H,W,3], c_inverse [B,H,W,3]).
+    Dict with 'image', 'halftone', 'ihn_gray' [B,...] and, scheme-major
+    ([3B, S, S, 3]: recovery, reference, random), 'forward', 'inverse' and
+    'target'. No gradient.
   """
-  del image
-  ihn, generator = nets["ihn"], nets["generator"]
-  gray = networks.apply_eval(ihn, frozen["ihn"], ht, noise, train=False)[-1]
-  edge_gray = models.canny_edges(jnp.clip(gray, 0.0, 1.0))
-  edge_ht = models.canny_edges(ht)
-  b = ht.shape[0]
-  both = networks.apply_eval(
-      generator, frozen["generator"], jnp.concatenate([gray, ht]),
-      jnp.concatenate([edge_gray, edge_ht]), jnp.concatenate([z, z]),
-      train=False)
-  c_forward, c_ht = both[:b], both[b:]
-  # IHN on each colour channel (batched as 3B one-channel images).
-  channels = jnp.concatenate([c_ht[..., i:i + 1] for i in range(3)])
-  inverse = networks.apply_eval(ihn, frozen["ihn"], channels,
-                                jnp.concatenate([noise] * 3), train=False)[-1]
-  c_inverse = jnp.concatenate(jnp.split(inverse, 3), axis=-1)
-  return jax.lax.stop_gradient((gray, c_forward, c_inverse))
+  keys = jax.random.split(rng, 4)
+  image = batch["image"]
+  b = image.shape[0]
+  ht, gray, noise = networks.halftone_inputs(keys[0], image, config,
+                                             nets.ihn.nz)
+  mu, logvar = networks.apply_eval(nets.encoder, frozen["encoder"],
+                                   jnp.concatenate([image, batch["reference"]]))
+  z = (models.sample_latent(keys[1], mu, logvar) if sample_codes else mu)
+  z_rand = jax.random.normal(keys[2], (b, mu.shape[-1]))
+  codes = jnp.stack([z[:b], z[b:], z_rand], axis=1)  # [B, 3, nz]
+  paths = cascade.two_paths(nets.ihn, nets.generator, frozen, ht, noise, codes)
+
+  def scheme_major(x):  # image-major [B * 3, ...] -> scheme-major [3 * B, ...]
+    return jnp.swapaxes(x.reshape((b, 3) + x.shape[1:]), 0, 1).reshape(x.shape)
+
+  forward, inverse = scheme_major(paths["forward"]), scheme_major(
+      paths["inverse"])
+  pseudo = color_space.replace_luma(forward[b:], jnp.concatenate([gray] * 2))
+  target = jnp.concatenate([image, jnp.clip(pseudo, 0.0, 1.0)])
+  return jax.lax.stop_gradient(dict(
+      image=image, gray=gray, halftone=ht, ihn_gray=paths["ihn_gray"],
+      forward=forward, inverse=inverse, target=target))
+
+
+# ----------------------------------------------------------------------------
+# Losses.
+
+
+def fusion_losses(params: Any, variables: dict[str, Any],
+                  data: dict[str, jax.Array], frozen: dict[str, Any], *,
+                  nets: Networks, config: ml_collections.ConfigDict
+                  ) -> tuple[jax.Array, tuple[dict, jax.Array]]:
+  """F's objective over the three schemes: every term of `TERMS`, weighted.
+
+  Returns:
+    (total, (weighted terms, F's outputs [3B, S, S, 3])).
+  """
+  fused = nets.fusion.apply({"params": params}, data["forward"],
+                            data["inverse"])
+  weights = config.loss
+  terms = {"l1": losses.l1_loss(fused, data["target"])}
+  if weights.perceptual > 0:
+    terms["perceptual"] = losses.perceptual_loss(
+        frozen["vgg19"]["params"], fused, data["target"],
+        layer=config.perceptual.layer,
+        normalization=config.model.vgg19.normalization)
+  if weights.adversarial > 0:
+    logits = nets.discriminator.apply(variables["discriminator"], fused,
+                                      train=True, mutable=["batch_stats"])[0]
+    terms["adversarial"] = losses.generator_adversarial_loss(
+        logits, mode=config.adversarial_mode)
+  total, weighted = losses.weighted_total(weights, terms)
+  return total, (weighted, fused)
+
+
+def discriminator_loss(params: Any, variables: dict[str, Any],
+                       images: jax.Array, fused: jax.Array, *, nets: Networks,
+                       config: ml_collections.ConfigDict
+                       ) -> tuple[jax.Array, Any]:
+  """D's loss: real photographs against F's outputs."""
+  d_variables = dict(variables["discriminator"], params=params)
+  b = images.shape[0]
+  logits, updates = nets.discriminator.apply(
+      d_variables, jnp.concatenate([images, jax.lax.stop_gradient(fused)]),
+      train=True, mutable=["batch_stats"])
+  loss = losses.discriminator_adversarial_loss(
+      [x[:b] for x in logits], [x[b:] for x in logits],
+      mode=config.adversarial_mode)
+  return loss, updates["batch_stats"]
+
+
+# ----------------------------------------------------------------------------
+# Steps.
+
+
+def train_step(state: common.TrainState, batch: dict[str, jax.Array],
+               frozen: dict[str, Any], rng: jax.Array, *, nets: Networks,
+               config: ml_collections.ConfigDict,
+               optimizers: dict[str, Any]
+               ) -> tuple[common.TrainState, dict[str, jax.Array]]:
+  """One update of F (and D); returns every weighted term as a metric."""
+  data = prepare(batch, frozen, rng, nets=nets, config=config)
+  (total, (weighted, fused)), grads = jax.value_and_grad(
+      fusion_losses, has_aux=True)(state.variables["fusion"]["params"],
+                                   state.variables, data, frozen, nets=nets,
+                                   config=config)
+  grads = {"fusion": grads}
+  batch_stats = {}
+  out = dict(weighted, loss=total)
+  checked = [total]
+  if config.loss.adversarial > 0:
+    (d_loss, d_stats), d_grads = jax.value_and_grad(
+        discriminator_loss, has_aux=True)(
+            state.variables["discriminator"]["params"], state.variables,
+            data["image"], fused, nets=nets, config=config)
+    grads["discriminator"] = d_grads
+    batch_stats["discriminator"] = d_stats
+    out["discriminator_loss"] = d_loss
+    checked.append(d_loss)
+  state, guard = common.guarded_update(state, optimizers, grads, batch_stats,
+                                       checked)
+  return state, dict(out, **guard)
+
+
+def fuse(state: common.TrainState, nets: Networks,
+         data: dict[str, jax.Array]) -> jax.Array:
+  """F in inference mode on the prepared paths."""
+  return networks.apply_eval(nets.fusion, state.variables["fusion"],
+                             data["forward"], data["inverse"])
+
+
+def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
+              frozen: dict[str, Any], rng: jax.Array, *, nets: Networks,
+              config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """Per-example held-out metrics: F against its two inputs and baselines.
+
+  The recovery scheme (z = mu of E(I)) is scored against the ground truth;
+  `best_input_psnr` is the better of the two paths per image. For the
+  random scheme the luminance of F's output is scored against the true gray.
+
+  Returns:
+    name -> [B] float32.
+  """
+  data = prepare(batch, frozen, rng, nets=nets, config=config,
+                 sample_codes=False)
+  image = data["image"]
+  b = image.shape[0]
+  clip = lambda x: jnp.clip(x, 0.0, 1.0)
+  fused = clip(fuse(state, nets, data))
+  forward, inverse = clip(data["forward"]), clip(data["inverse"])
+  per_example = dict(reduction="none")
+  out = {}
+  for name, pred in (("fusion", fused[:b]), ("ihn_to_c", forward[:b]),
+                     ("c_to_ihn", inverse[:b])):
+    out[f"{name}_psnr"] = metrics.psnr(pred, image, **per_example)
+    out[f"{name}_ssim"] = metrics.ssim(pred, image, **per_example)
+  out["best_input_psnr"] = jnp.maximum(out["ihn_to_c_psnr"],
+                                       out["c_to_ihn_psnr"])
+  gray3 = color_space.gray_to_rgb(clip(data["ihn_gray"]))
+  blur = color_space.gray_to_rgb(baselines.blur_baseline(
+      data["halftone"], config.halftone))
+  for name, pred in (("gray3", gray3), ("blur_baseline", blur)):
+    out[f"{name}_psnr"] = metrics.psnr(pred, image, **per_example)
+    out[f"{name}_ssim"] = metrics.ssim(pred, image, **per_example)
+  random_luma = lambda x: color_space.rgb_to_gray(x[2 * b:])
+  out["random_fusion_luma_psnr"] = metrics.psnr(random_luma(fused),
+                                                data["gray"], **per_example)
+  out["random_ihn_to_c_luma_psnr"] = metrics.psnr(random_luma(forward),
+                                                  data["gray"], **per_example)
+  return out
+
+
+def sample_step(state: common.TrainState, batch: dict[str, jax.Array],
+                frozen: dict[str, Any], rng: jax.Array, *, nets: Networks,
+                config: ml_collections.ConfigDict) -> list[jax.Array]:
+  """The columns of the sample grid (`SAMPLE_TITLES`)."""
+  data = prepare(batch, frozen, rng, nets=nets, config=config,
+                 sample_codes=False)
+  b = data["image"].shape[0]
+  fused = fuse(state, nets, data)
+  return [data["halftone"], data["ihn_gray"], data["forward"][:b],
+          data["inverse"][:b], fused[:b], fused[b:2 * b], fused[2 * b:],
+          data["image"]]
+
+
+SAMPLE_TITLES = ("halftone", "ihn gray", "IHN->C", "C->IHN", "fused",
+                 "fused by reference", "fused random", "ground truth")
+
+
+# ----------------------------------------------------------------------------
+# Stage.
 
 
 def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
   """Networks, optimizers and jit-able steps of the fusion stage."""
+  defaults.check_frozen_settings(config, "ihn")
   loaded = common.load_frozen_networks(config.frozen, FROZEN)
-  nets = {name: models.build(name, section)
-          for name, (section, _) in loaded.items()}
-  fusion_net = networks.build("fusion", config.model)
-  discriminator = networks.build("discriminator", config.model)
-  ihn_nz = loaded["ihn"][0].nz
-  size = config.data.image_size
-  weights = config.loss
-  use_gan = weights.adversarial > 0
-  use_vgg = defaults.uses_vgg(weights, VGG_LOSSES)
+  nets = build_networks(config, {name: section
+                                 for name, (section, _) in loaded.items()})
   frozen = {name: variables for name, (_, variables) in loaded.items()}
-  if use_vgg:
-    frozen["vgg19"] = {"params": vgg.load_vgg19_params(
-        defaults.perceptual_section(config), seed=config.seed)}
-  trained = ("fusion", "discriminator") if use_gan else ("fusion",)
-
-  def init_variables(key):
-    keys = jax.random.split(key)
-    image = jnp.zeros((1, size, size, 3), jnp.float32)
-    out = {"fusion": networks.init_variables(fusion_net, keys[0], image, image)}
-    if use_gan:
-      out["discriminator"] = networks.init_variables(
-          discriminator, keys[1], image, train=False)
-    return out
-
+  frozen.update(defaults.frozen_vgg(config, VGG_TERMS))
+  trained = trained_networks(config)
   optimizers = {name: common.make_optimizer(config.optim[name],
                                             config.num_train_steps)
                 for name in trained}
-
-  def prepare(batch, frozen, rng):
-    keys = jax.random.split(rng)
-    image = batch["image"]
-    ht, _, noise = networks.halftone_inputs(keys[0], image, config, ihn_nz)
-    mu, logvar = networks.apply_eval(nets["encoder"], frozen["encoder"], image)
-    z = models.sample_latent(keys[1], mu, logvar)
-    ihn_gray, c_forward, c_inverse = cascade(nets, frozen, image, ht, noise, z)
-    return dict(image=image, halftone=ht, ihn_gray=ihn_gray,
-                c_forward=c_forward, c_inverse=c_inverse, mu=mu)
-
-  def train_step(state, batch, frozen, rng):
-    data = prepare(batch, frozen, rng)
-
-    def loss_fn(params):
-      fused = fusion_net.apply({"params": params}, data["c_forward"],
-                               data["c_inverse"])
-      terms = {"recovery_l1": losses.recovery_l1_loss(fused, data["image"])}
-      if use_vgg:
-        terms["perceptual"] = losses.perceptual_loss(
-            frozen["vgg19"]["params"], fused, data["image"],
-            layer=config.perceptual.layer,
-            normalization=config.model.vgg19.normalization)
-      if use_gan:
-        logits = discriminator.apply(state.variables["discriminator"], fused,
-                                     train=True, mutable=["batch_stats"])[0]
-        terms["adversarial"] = losses.generator_adversarial_loss(
-            logits, mode=config.adversarial_mode)
-      total, weighted = losses.weighted_total(weights, terms)
-      return total, (weighted, fused)
-
-    (total, (weighted, fused)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.variables["fusion"]["params"])
-    grads = {"fusion": grads}
-    batch_stats = {}
-    out = dict(weighted, loss=total)
-    checked = [total]
-    if use_gan:
-      def d_loss_fn(params):
-        variables = dict(state.variables["discriminator"], params=params)
-        b = data["image"].shape[0]
-        logits, updates = discriminator.apply(
-            variables, jnp.concatenate([data["image"],
-                                        jax.lax.stop_gradient(fused)]),
-            train=True, mutable=["batch_stats"])
-        loss = losses.discriminator_adversarial_loss(
-            [x[:b] for x in logits], [x[b:] for x in logits],
-            mode=config.adversarial_mode)
-        return loss, updates["batch_stats"]
-      (d_loss, d_stats), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
-          state.variables["discriminator"]["params"])
-      grads["discriminator"] = d_grads
-      batch_stats["discriminator"] = d_stats
-      out["discriminator_loss"] = d_loss
-      checked.append(d_loss)
-    state, guard = common.guarded_update(state, optimizers, grads, batch_stats,
-                                         checked)
-    return state, dict(out, **guard)
-
-  def fuse(state, data):
-    return networks.apply_eval(fusion_net, state.variables["fusion"],
-                               data["c_forward"], data["c_inverse"])
-
-  def eval_step(state, batch, frozen, rng):
-    data = prepare(batch, frozen, rng)
-    image = data["image"]
-    out = {}
-    for name, pred in (("fusion", fuse(state, data)),
-                       ("ihn_to_c", data["c_forward"]),
-                       ("c_to_ihn", data["c_inverse"])):
-      pred = jnp.clip(pred, 0.0, 1.0)
-      out[f"{name}_psnr"] = metrics.psnr(pred, image)
-      out[f"{name}_ssim"] = metrics.ssim(pred, image)
-    baseline = jnp.repeat(baselines.descreen_blur(
-        data["halftone"], period=defaults.screen_period(config),
-        tone_curve=config.halftone.tone_curve), 3, axis=-1)
-    out["blur_baseline_psnr"] = metrics.psnr(baseline, image)
-    out["blur_baseline_ssim"] = metrics.ssim(baseline, image)
-    return out
-
-  def sample_step(state, batch, frozen, rng):
-    data = prepare(batch, frozen, rng)
-    return [data["halftone"], data["ihn_gray"], data["c_forward"],
-            data["c_inverse"], fuse(state, data), data["image"]]
-
-  return common.Stage(name="fusion", init_variables=init_variables,
-                      optimizers=optimizers, train_step=train_step,
-                      frozen=frozen, eval_step=eval_step,
-                      sample_step=sample_step,
-                      sample_titles=("halftone", "ihn gray", "IHN->C",
-                                     "C->IHN", "fused", "ground truth"))
+  bound = dict(nets=nets, config=config)
+  return common.Stage(
+      name="fusion",
+      init_variables=functools.partial(
+          init_variables, nets=nets, size=config.data.image_size,
+          trained=trained),
+      optimizers=optimizers,
+      train_step=functools.partial(train_step, optimizers=optimizers, **bound),
+      frozen=frozen,
+      eval_step=functools.partial(eval_step, **bound),
+      sample_step=functools.partial(sample_step, **bound),
+      sample_titles=SAMPLE_TITLES)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -231,8 +357,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """Trains F in `workdir` (resuming if it holds a checkpoint).
 
   Returns:
-    Final held-out PSNR/SSIM of the fused output, of both cascade paths and
-    of the blur baseline.
+    Final held-out metrics (see `eval_step`).
   """
   validate(config)
   return common.run_stage(config, workdir, make_stage(config),

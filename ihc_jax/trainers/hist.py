@@ -10,6 +10,10 @@ stage's `data.image_size`.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -20,6 +24,8 @@ from ihc_jax.models import histogram
 from ihc_jax.trainers import common
 from ihc_jax.trainers import defaults
 from ihc_jax.trainers import networks
+
+TERMS = ("histogram",)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -38,56 +44,74 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks `config` against `default_config()` (keys, types, choices)."""
+  """Checks `config` against `default_config()` (keys, types, choices, loss
+  terms)."""
   common.validate_config(config, default_config(), choices=defaults.CHOICES,
                          required=defaults.required_keys(config, ()))
+  losses.check_loss_weights(config.loss, TERMS, stage="hist")
+
+
+def init_variables(key: jax.Array, *, net: nn.Module,
+                   size: int) -> dict[str, Any]:
+  """Fresh H variables for `size` x `size` single-channel inputs."""
+  return {"histogram": networks.init_variables(
+      net, key, jnp.zeros((1, size, size, 1), jnp.float32))}
+
+
+def predict(net: nn.Module, params: Any, images: jax.Array) -> jax.Array:
+  """H on every channel: [B, H, W, C] -> [B, C, bins]."""
+  return histogram.channel_histograms(net.apply, {"params": params}, images)
+
+
+def train_step(state: common.TrainState, batch: dict[str, jax.Array],
+               frozen: dict[str, Any], rng: jax.Array, *, net: nn.Module,
+               config: ml_collections.ConfigDict, optimizers: dict[str, Any]
+               ) -> tuple[common.TrainState, dict[str, jax.Array]]:
+  """One H update towards the true per-channel histograms of the batch."""
+  del frozen, rng
+  images = batch["image"]
+  target = losses.hard_histogram(images, bins=net.bins)
+
+  def loss_fn(params):
+    terms = {"histogram": losses.binary_cross_entropy(
+        predict(net, params, images), target)}
+    return losses.weighted_total(config.loss, terms)
+
+  (total, weighted), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.variables["histogram"]["params"])
+  state, guard = common.guarded_update(state, optimizers,
+                                       {"histogram": grads}, {}, [total])
+  return state, dict(weighted, loss=total, **guard)
+
+
+def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
+              frozen: dict[str, Any], rng: jax.Array, *, net: nn.Module
+              ) -> dict[str, jax.Array]:
+  """Per-example [B] histogram BCE and total-variation distance (in [0, 1])."""
+  del frozen, rng
+  images = batch["image"]
+  target = losses.hard_histogram(images, bins=net.bins)
+  pred = predict(net, state.variables["histogram"]["params"], images)
+  return {"histogram_bce": losses.binary_cross_entropy(pred, target,
+                                                      reduction="none"),
+          "histogram_tv": 0.5 * jnp.mean(jnp.sum(jnp.abs(pred - target), -1),
+                                         axis=1)}
 
 
 def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
   """Network, optimizer and jit-able steps of the H stage."""
   net = networks.build("histogram", config.model)
-  bins = config.model.histogram.bins
-  size = config.data.image_size
-
-  def init_variables(key):
-    return {"histogram": networks.init_variables(
-        net, key, jnp.zeros((1, size, size, 1), jnp.float32))}
-
   optimizers = {"histogram": common.make_optimizer(config.optim.histogram,
                                                    config.num_train_steps)}
-
-  def predict(params, images):
-    return histogram.channel_histograms(net.apply, {"params": params}, images)
-
-  def train_step(state, batch, frozen, rng):
-    del frozen, rng
-    images = batch["image"]
-    target = losses.hard_histogram(images, bins=bins)
-
-    def loss_fn(params):
-      terms = {"histogram": losses.binary_cross_entropy(
-          predict(params, images), target)}
-      total, weighted = losses.weighted_total(config.loss, terms)
-      return total, weighted
-
-    (total, weighted), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.variables["histogram"]["params"])
-    state, guard = common.guarded_update(state, optimizers,
-                                         {"histogram": grads}, {}, [total])
-    return state, dict(weighted, loss=total, **guard)
-
-  def eval_step(state, batch, frozen, rng):
-    del frozen, rng
-    images = batch["image"]
-    target = losses.hard_histogram(images, bins=bins)
-    pred = predict(state.variables["histogram"]["params"], images)
-    return {"histogram_bce": losses.binary_cross_entropy(pred, target),
-            # Total-variation distance between distributions, in [0, 1].
-            "histogram_tv": 0.5 * jnp.mean(jnp.sum(jnp.abs(pred - target), -1))}
-
-  return common.Stage(name="hist", init_variables=init_variables,
-                      optimizers=optimizers, train_step=train_step,
-                      frozen={}, eval_step=eval_step)
+  return common.Stage(
+      name="hist",
+      init_variables=functools.partial(init_variables, net=net,
+                                       size=config.data.image_size),
+      optimizers=optimizers,
+      train_step=functools.partial(train_step, net=net, config=config,
+                                   optimizers=optimizers),
+      frozen={},
+      eval_step=functools.partial(eval_step, net=net))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,

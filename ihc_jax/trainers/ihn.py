@@ -15,7 +15,10 @@ PRL's schedule (original-code.md §9.4).
 
 from __future__ import annotations
 
+import functools
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -23,13 +26,13 @@ import ml_collections
 from ihc_jax import losses
 from ihc_jax import metrics
 from ihc_jax import models
-from ihc_jax.models import vgg
 from ihc_jax.trainers import baselines
 from ihc_jax.trainers import common
 from ihc_jax.trainers import defaults
 from ihc_jax.trainers import networks
 
-VGG_LOSSES = ("perceptual",)
+TERMS = ("pixel", "perceptual")
+VGG_TERMS = ("perceptual",)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -61,85 +64,108 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks `config` against `default_config()` (keys, types, choices, paths)."""
+  """Checks `config` against `default_config()` (keys, types, choices, paths,
+  loss terms)."""
   common.validate_config(config, default_config(), choices=defaults.CHOICES,
-                         required=defaults.required_keys(config, VGG_LOSSES))
+                         required=defaults.required_keys(config, VGG_TERMS))
+  losses.check_loss_weights(config.loss, TERMS, stage="ihn")
+
+
+def init_variables(key: jax.Array, *, ihn: nn.Module,
+                   size: int) -> dict[str, Any]:
+  """Fresh IHN variables for `size` x `size` inputs."""
+  ones = jnp.ones((1, size, size, 1), jnp.float32)
+  return {"ihn": networks.init_variables(
+      ihn, key, ones, jnp.zeros((1, size, size, ihn.nz)), train=False)}
+
+
+def ihn_losses(params: Any, variables: dict[str, Any], halftone: jax.Array,
+               noise: jax.Array, gray: jax.Array, frozen: dict[str, Any],
+               rng: jax.Array, *, ihn: nn.Module,
+               config: ml_collections.ConfigDict
+               ) -> tuple[jax.Array, tuple[dict, Any]]:
+  """Pixel (+ perceptual) objective of the IHN, weighted by `config.loss`.
+
+  Returns:
+    (total, (weighted terms, new batch_stats)).
+  """
+  (content, _, output), batch_stats = networks.apply_train(
+      ihn, variables, params, halftone, noise, rng=rng, train=True)
+  terms = {"pixel": losses.pixel_loss(
+      content, output, gray, content_weight=config.pixel.content_weight,
+      output_weight=config.pixel.output_weight)}
+  if config.loss.perceptual > 0:
+    terms["perceptual"] = losses.perceptual_loss(
+        frozen["vgg19"]["params"], output, gray, layer=config.perceptual.layer,
+        normalization=config.model.vgg19.normalization)
+  total, weighted = losses.weighted_total(config.loss, terms)
+  return total, (weighted, batch_stats)
+
+
+def train_step(state: common.TrainState, batch: dict[str, jax.Array],
+               frozen: dict[str, Any], rng: jax.Array, *, ihn: nn.Module,
+               config: ml_collections.ConfigDict, optimizers: dict[str, Any]
+               ) -> tuple[common.TrainState, dict[str, jax.Array]]:
+  """One IHN update on a fresh halftone of every image of `batch`."""
+  data_key, dropout_key = jax.random.split(rng)
+  ht, gray, noise = networks.halftone_inputs(data_key, batch["image"], config,
+                                             ihn.nz)
+  variables = state.variables["ihn"]
+  (total, (weighted, batch_stats)), grads = jax.value_and_grad(
+      ihn_losses, has_aux=True)(variables["params"], variables, ht, noise,
+                                gray, frozen, dropout_key, ihn=ihn,
+                                config=config)
+  state, guard = common.guarded_update(
+      state, optimizers, {"ihn": grads}, {"ihn": batch_stats}, [total])
+  return state, dict(weighted, loss=total, **guard)
+
+
+def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
+              frozen: dict[str, Any], rng: jax.Array, *, ihn: nn.Module,
+              config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """Per-example [B] PSNR/SSIM of the IHN and of the blur baseline."""
+  del frozen
+  ht, gray, noise = networks.halftone_inputs(rng, batch["image"], config,
+                                             ihn.nz)
+  output = jnp.clip(networks.apply_eval(ihn, state.variables["ihn"], ht,
+                                        noise, train=False)[-1], 0.0, 1.0)
+  baseline = baselines.blur_baseline(ht, config.halftone)
+  per_example = dict(reduction="none")
+  return {"ihn_psnr": metrics.psnr(output, gray, **per_example),
+          "ihn_ssim": metrics.ssim(output, gray, **per_example),
+          "blur_baseline_psnr": metrics.psnr(baseline, gray, **per_example),
+          "blur_baseline_ssim": metrics.ssim(baseline, gray, **per_example)}
+
+
+def sample_step(state: common.TrainState, batch: dict[str, jax.Array],
+                frozen: dict[str, Any], rng: jax.Array, *, ihn: nn.Module,
+                config: ml_collections.ConfigDict) -> list[jax.Array]:
+  """Grid columns: halftone, content map, IHN output, ground truth."""
+  del frozen
+  ht, gray, noise = networks.halftone_inputs(rng, batch["image"], config,
+                                             ihn.nz)
+  content, _, output = networks.apply_eval(ihn, state.variables["ihn"], ht,
+                                           noise, train=False)
+  return [ht, content, output, gray]
 
 
 def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
-  """Networks, optimizers and jit-able steps of the IHN stage."""
+  """Network, optimizer and jit-able steps of the IHN stage."""
   ihn = networks.build("ihn", config.model)
-  nz = config.model.ihn.nz
-  size = config.data.image_size
-  use_vgg = config.loss.perceptual > 0
-  frozen = {}
-  if use_vgg:
-    frozen["vgg19"] = {"params": vgg.load_vgg19_params(
-        defaults.perceptual_section(config), seed=config.seed)}
-
-  def init_variables(key):
-    ones = jnp.ones((1, size, size, 1), jnp.float32)
-    return {"ihn": networks.init_variables(
-        ihn, key, ones, jnp.zeros((1, size, size, nz)), train=False)}
-
+  frozen = defaults.frozen_vgg(config, VGG_TERMS)
   optimizers = {"ihn": common.make_optimizer(config.optim.ihn,
                                              config.num_train_steps)}
-
-  def inputs(batch, rng):
-    return networks.halftone_inputs(rng, batch["image"], config, nz)
-
-  def train_step(state, batch, frozen, rng):
-    data_key, dropout_key = jax.random.split(rng)
-    ht, gray, noise = inputs(batch, data_key)
-    variables = state.variables["ihn"]
-
-    def loss_fn(params):
-      (content, _, output), batch_stats = networks.apply_train(
-          ihn, variables, params, ht, noise, rng=dropout_key, train=True)
-      terms = {"pixel": losses.pixel_loss(
-          content, output, gray, content_weight=config.pixel.content_weight,
-          output_weight=config.pixel.output_weight)}
-      if use_vgg:
-        terms["perceptual"] = losses.perceptual_loss(
-            frozen["vgg19"]["params"], output, gray,
-            layer=config.perceptual.layer,
-            normalization=config.model.vgg19.normalization)
-      total, weighted = losses.weighted_total(config.loss, terms)
-      return total, (weighted, batch_stats)
-
-    (total, (weighted, batch_stats)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(variables["params"])
-    state, guard = common.guarded_update(
-        state, optimizers, {"ihn": grads}, {"ihn": batch_stats}, [total])
-    return state, dict(weighted, loss=total, **guard)
-
-  def predict(state, ht, noise):
-    return networks.apply_eval(ihn, state.variables["ihn"], ht, noise,
-                               train=False)
-
-  def eval_step(state, batch, frozen, rng):
-    del frozen
-    ht, gray, noise = inputs(batch, rng)
-    output = jnp.clip(predict(state, ht, noise)[-1], 0.0, 1.0)
-    baseline = baselines.descreen_blur(
-        ht, period=defaults.screen_period(config), tone_curve=config.halftone.tone_curve)
-    return {"ihn_psnr": metrics.psnr(output, gray),
-            "ihn_ssim": metrics.ssim(output, gray),
-            "blur_baseline_psnr": metrics.psnr(baseline, gray),
-            "blur_baseline_ssim": metrics.ssim(baseline, gray)}
-
-  def sample_step(state, batch, frozen, rng):
-    del frozen
-    ht, gray, noise = inputs(batch, rng)
-    content, _, output = predict(state, ht, noise)
-    return [ht, content, output, gray]
-
-  return common.Stage(name="ihn", init_variables=init_variables,
-                      optimizers=optimizers, train_step=train_step,
-                      frozen=frozen, eval_step=eval_step,
-                      sample_step=sample_step,
-                      sample_titles=("halftone", "content", "ihn",
-                                     "ground truth"))
+  bound = dict(ihn=ihn, config=config)
+  return common.Stage(
+      name="ihn",
+      init_variables=functools.partial(init_variables, ihn=ihn,
+                                       size=config.data.image_size),
+      optimizers=optimizers,
+      train_step=functools.partial(train_step, optimizers=optimizers, **bound),
+      frozen=frozen,
+      eval_step=functools.partial(eval_step, **bound),
+      sample_step=functools.partial(sample_step, **bound),
+      sample_titles=("halftone", "content", "ihn", "ground truth"))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
