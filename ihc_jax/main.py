@@ -5,7 +5,9 @@
 
 `config.trainer` picks the trainer ('ihn', 'hist', 'color', 'fusion' or
 'chain'); every trainer resumes from `--workdir` by itself. Any config value
-can be overridden, e.g. `--config.num_train_steps=100`.
+can be overridden, e.g. `--config.num_train_steps=100`. Progress and
+held-out results are printed; library logs show at WARNING and above unless
+`--verbosity=0` (INFO) or higher is given.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    # Library INFO lines (Orbax's alone are ~1000 in the demo) drown the
+    # progress and results the trainers print; --verbosity=0 shows them.
+    logging.set_verbosity(logging.WARNING)
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
                          _PROCESS_ID.value)
   # tf.data only: keep TensorFlow off the accelerators JAX uses.
