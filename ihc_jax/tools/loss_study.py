@@ -1,0 +1,206 @@
+"""Loss-balance study of the colour stage at demo scale.
+
+    python -m ihc_jax.tools.loss_study --workdir=/tmp/ihc_study \
+        --seeds=0,1 --steps=200
+
+(run from the repository root: it reads configs/demo.py.)
+
+1. Trains (or reuses) the demo's IHN and H stages (configs/demo.py) in
+   `<workdir>/ihn` and `<workdir>/hist`.
+2. Builds the demo's colour stage once with every term switched on and
+   compiles its step once; loss weights are passed to the step as data, so
+   every variant reuses that compiled step. Variants: `default` (the default
+   weights), `-<term>` (that term's weight 0) for every weighted term, and
+   `reconstruction only` (recovery L1, reference MSE, C->IHN task and KL).
+   Each variant trains `--steps` steps from a fresh initialisation per seed
+   on the demo's training stream.
+3. Writes `<workdir>/loss_study.md` (and .json): the magnitude of every
+   weighted term over training in the default runs (mean over seeds), and
+   the held-out metrics of every variant (mean and spread over seeds) beside
+   the trivial answers (the IHN gray in three channels; the gray's chroma
+   distance to the reference).
+
+The tables it writes are those quoted in docs/training.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+import numpy as np
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs go.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "Seeds of every variant.")
+_STEPS = flags.DEFINE_integer("steps", None,
+                              "Colour-stage steps (default: the demo's).")
+_VARIANTS = flags.DEFINE_list(
+    "variants", None, "Variants to run (default: all); e.g. default,-style.")
+flags.mark_flag_as_required("workdir")
+
+# Held-out figures reported per variant (eval/<name>).
+REPORTED = ("recovery_psnr", "recovery_ssim", "reference_chroma_dist",
+            "random_difference", "random_luma_ssim", "random_saturated")
+RECONSTRUCTION_ONLY = ("recovery_l1", "reference_mse", "halftone_task", "kl")
+
+
+def variants(loss: ml_collections.ConfigDict) -> dict[str, dict[str, float]]:
+  """Variant name -> loss weights."""
+  default = {k: float(v) for k, v in loss.items()}
+  out = {"default": default}
+  for name, weight in default.items():
+    if weight > 0:
+      out[f"-{name}"] = dict(default, **{name: 0.0})
+  out["reconstruction only"] = {
+      k: (v if k in RECONSTRUCTION_ONLY else 0.0) for k, v in default.items()}
+  return out
+
+
+def _study_config(workdir: str, steps: int | None) -> ml_collections.ConfigDict:
+  from configs import demo  # pylint: disable=g-import-not-at-top
+  config = demo.stage_config("color")
+  if steps:
+    config.num_train_steps = steps
+  config.frozen.ihn = os.path.join(workdir, "ihn")
+  config.frozen.histogram = os.path.join(workdir, "hist")
+  return config
+
+
+def run_variants(config: ml_collections.ConfigDict,
+                 plan: dict[str, dict[str, float]], seeds: Sequence[int],
+                 log_every: int) -> dict[str, list[dict]]:
+  """Trains every (variant, seed) with one compiled step.
+
+  Returns:
+    variant -> per seed {'heldout': metrics, 'terms': {step: {term: value}}}.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from ihc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from ihc_jax.trainers import color  # pylint: disable=g-import-not-at-top
+  from ihc_jax.trainers import common  # pylint: disable=g-import-not-at-top
+  all_on = ml_collections.ConfigDict(config.to_dict())
+  for name in all_on.loss.keys():
+    all_on.loss[name] = 1.0  # every term computed; values come as data
+  color.validate(all_on)
+  stage = color.make_stage(all_on)
+  mesh = common.make_mesh()
+  frozen = common.replicate(stage.frozen, mesh)
+  train_step = jax.jit(stage.train_step, donate_argnums=(0,))
+  eval_step = jax.jit(stage.eval_step)
+  out = {}
+  for variant, weights in plan.items():
+    out[variant] = []
+    weight_array = {k: jnp.float32(v) for k, v in weights.items()}
+    for seed in seeds:
+      logging.info("study: %s, seed %d", variant, seed)
+      key = jax.random.PRNGKey(seed)
+      init_key, train_key, eval_key = jax.random.split(key, 3)
+      state = common.replicate(common.init_state(
+          stage.init_variables(init_key), stage.optimizers), mesh)
+      train_ds, eval_ds = input_pipeline.create_datasets(config.data,
+                                                         seed=seed)
+      terms, pending = {}, []
+      for step, batch in zip(range(config.num_train_steps),
+                             train_ds.as_numpy_iterator()):
+        state, metrics = train_step(
+            state, input_pipeline.shard_batch(batch, mesh), frozen,
+            jax.random.fold_in(train_key, step), weight_array)
+        pending.append(metrics)
+        if (step + 1) % log_every == 0:
+          means = jax.tree.map(lambda *x: float(np.mean(x)),
+                               *jax.device_get(pending))
+          terms[step + 1] = means  # weighted terms: 0 where switched off
+          pending = []
+      heldout = common.evaluate(stage, state, eval_ds, mesh,
+                                config.eval.num_batches, eval_key, eval_step)
+      out[variant].append({"heldout": heldout, "terms": terms})
+  return out
+
+
+def summarise(results: dict[str, list[dict]]) -> dict:
+  """Held-out metrics per variant and term magnitudes of the default runs."""
+  table = {}
+  for variant, per_seed in results.items():
+    metrics = [r["heldout"] for r in per_seed]
+    table[variant] = {k: (float(np.mean([m[k] for m in metrics])),
+                          float(np.std([m[k] for m in metrics])))
+                      for k in sorted(metrics[0])}
+  curves: dict[str, dict[int, float]] = {}
+  default = results.get("default", [])
+  for run in default:
+    for step, values in run["terms"].items():
+      for name, value in values.items():
+        if name != "nonfinite":
+          curves.setdefault(name, {}).setdefault(int(step), 0.0)
+          curves[name][int(step)] += value / len(default)
+  return {"heldout": table, "term_magnitudes": curves}
+
+
+def markdown(summary: dict, seeds: Sequence[int]) -> str:
+  """The two tables of the study."""
+  lines = [f"## Weighted term magnitudes, default weights (mean of seeds "
+           f"{', '.join(map(str, seeds))})", ""]
+  curves = summary["term_magnitudes"]
+  if curves:
+    steps = sorted(next(iter(curves.values())))
+    shown = sorted({steps[0], steps[len(steps) // 4], steps[len(steps) // 2],
+                    steps[-1]})
+    lines += ["| term | " + " | ".join(f"step {s}" for s in shown) + " |",
+              "|---|" + "---|" * len(shown)]
+    for tag in sorted(curves):
+      lines.append(f"| {tag} | " + " | ".join(
+          f"{curves[tag].get(s, float('nan')):.4g}" for s in shown) + " |")
+  lines += ["", "## Held-out metrics per variant (mean ± std over seeds)", ""]
+  heldout = summary["heldout"]
+  reference = heldout.get("default") or next(iter(heldout.values()))
+  header = ["recovery_psnr", "gray3_psnr"] + [
+      k for k in REPORTED if k != "recovery_psnr"] + ["gray_chroma_dist"]
+  header = [k for k in header if f"eval/{k}" in reference]
+  lines += ["| variant | " + " | ".join(header) + " |",
+            "|---|" + "---|" * len(header)]
+  for variant, metrics in heldout.items():
+    cells = [f"{metrics[f'eval/{k}'][0]:.3f} ± {metrics[f'eval/{k}'][1]:.3f}"
+             for k in header]
+    lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")
+  from configs import demo  # pylint: disable=g-import-not-at-top
+  from ihc_jax.trainers import hist  # pylint: disable=g-import-not-at-top
+  from ihc_jax.trainers import ihn  # pylint: disable=g-import-not-at-top
+  workdir = os.path.abspath(_WORKDIR.value)
+  ihn.train_and_evaluate(demo.stage_config("ihn"), os.path.join(workdir, "ihn"))
+  hist.train_and_evaluate(demo.stage_config("hist"),
+                          os.path.join(workdir, "hist"))
+  seeds = [int(s) for s in _SEEDS.value]
+  config = _study_config(workdir, _STEPS.value)
+  plan = variants(config.loss)
+  if _VARIANTS.value:
+    unknown = sorted(set(_VARIANTS.value) - set(plan))
+    if unknown:
+      raise app.UsageError(f"unknown variants {unknown}; have {sorted(plan)}")
+    plan = {k: plan[k] for k in _VARIANTS.value}
+  results = run_variants(config, plan, seeds,
+                         log_every=max(1, config.num_train_steps // 10))
+  summary = summarise(results)
+  with open(os.path.join(workdir, "loss_study.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  text = markdown(summary, seeds)
+  with open(os.path.join(workdir, "loss_study.md"), "w") as f:
+    f.write(text)
+  print(text)
+
+
+if __name__ == "__main__":
+  app.run(main)
