@@ -1,0 +1,324 @@
+"""The training loop shared by the four stages: `run_stage`.
+
+Restore order (written down once, here, and followed by `run_stage`):
+
+1. an existing checkpoint in `<workdir>/checkpoints` (resume; everything:
+   networks, optimizer states, step);
+2. otherwise `config.init_from.<network>`: a stage workdir whose checkpoint
+   holds that network; only its variables are taken, optimizers start fresh;
+3. otherwise fresh initialisation from `config.seed`.
+
+Frozen networks always come from `config.frozen.<network>` (a stage workdir).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+import jax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+import ml_collections
+import numpy as np
+import optax
+
+from ihc_jax.trainers import resilience
+from ihc_jax.trainers.checkpoints import (CHECKPOINT_DIR, StageCheckpointer,
+                                          restore_network_variables,
+                                          save_stage_config)
+from ihc_jax.trainers.config_schema import hparams
+from ihc_jax.trainers.grids import image_grid, save_png
+from ihc_jax.trainers.mesh import make_mesh, replicate
+from ihc_jax.trainers.preemption import StopOnSigterm
+from ihc_jax.trainers.train_state import (Metrics, NonFiniteError, TrainState,
+                                          Variables, init_state)
+
+TrainStep = Callable[..., tuple[TrainState, Metrics]]
+
+
+@dataclasses.dataclass
+class Stage:
+  """What a trainer hands to `run_stage`.
+
+  Attributes:
+    name: stage name ('ihn', 'hist', 'color', 'fusion').
+    init_variables: key -> {network: variables} (fresh init, host arrays).
+    optimizers: network name -> optax transformation.
+    train_step: `(state, batch, frozen, rng) -> (state, metrics)`; metrics are
+      scalars (every weighted loss term, 'loss', 'nonfinite').
+    frozen: pytree of frozen variables passed to every step.
+    eval_step: `(state, batch, frozen, rng) -> metrics` (per-batch means,
+      e.g. PSNR/SSIM) or None.
+    sample_step: `(state, batch, frozen, rng) -> [images]`, the columns of
+      the image grid ([B, H, W, 1 or 3] each, [0, 1] scale), or None.
+    sample_titles: the titles of those columns.
+  """
+  name: str
+  init_variables: Callable[[jax.Array], dict[str, Variables]]
+  optimizers: dict[str, optax.GradientTransformation]
+  train_step: TrainStep
+  frozen: Any
+  eval_step: Callable[..., Metrics] | None = None
+  sample_step: Callable[..., list[jax.Array]] | None = None
+  sample_titles: tuple[str, ...] = ()
+
+
+def _numpy_iterator(ds: Any) -> Iterator[dict[str, np.ndarray]]:
+  if hasattr(ds, "as_numpy_iterator"):
+    return ds.as_numpy_iterator()
+  return iter(ds)
+
+
+def shard(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
+  """Places a host batch on the mesh, split along the batch axis."""
+  from ihc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  return input_pipeline.shard_batch(dict(batch), mesh)
+
+
+def evaluate(stage: Stage, state: TrainState, eval_ds: Any, mesh: Mesh,
+             num_batches: int, rng: jax.Array, eval_step: Callable) -> dict[str, float]:
+  """Mean of `eval_step` metrics over `num_batches` held-out batches."""
+  sums: dict[str, float] = collections.defaultdict(float)
+  count = 0
+  for i, batch in enumerate(_numpy_iterator(eval_ds)):
+    if i >= num_batches:
+      break
+    metrics = eval_step(state, shard(batch, mesh), stage.frozen,
+                        jax.random.fold_in(rng, i))
+    for key, value in jax.device_get(metrics).items():
+      sums[key] += float(np.sum(value))
+    count += int(np.shape(batch["image"])[0])
+  if count == 0:
+    raise ValueError("the evaluation split yielded no batch")
+  return {f"eval/{k}": v / count for k, v in sums.items()}
+
+
+def console(message: str) -> None:
+  """A progress or result line for the person running the job (stdout).
+
+  Library logs (Orbax, absl INFO) stay at WARNING unless `--verbosity` asks
+  for more; these lines are what a run shows by default.
+  """
+  print(message, flush=True)
+
+
+def write_summary(workdir: str, stage: str, step: int,
+                  metrics: Mapping[str, float]) -> None:
+  """Writes `<workdir>/metrics_summary.json` and `.md`."""
+  summary = {"stage": stage, "step": step,
+             "metrics": {k: float(v) for k, v in sorted(metrics.items())}}
+  with open(os.path.join(workdir, "metrics_summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  lines = [f"# Stage `{stage}`: metrics at step {step}", "",
+           "| metric | value |", "|---|---|"]
+  lines += [f"| {k} | {v:.4f} |" for k, v in summary["metrics"].items()]
+  with open(os.path.join(workdir, "metrics_summary.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+@dataclasses.dataclass
+class _Run:
+  """What the loop's helpers share for one stage run."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  stage: Stage
+  mesh: Mesh
+  writer: Any
+  checkpointer: StageCheckpointer
+  eval_key: jax.Array
+  is_chief: bool
+
+
+def _finished_metrics(checkpointer: StageCheckpointer, num_steps: int,
+                      workdir: str) -> dict[str, float] | None:
+  """The summary of a stage that already ran to the end, else None."""
+  summary_path = os.path.join(workdir, "metrics_summary.json")
+  if ((checkpointer.latest_step() or 0) >= num_steps
+      and os.path.exists(summary_path)):
+    with open(summary_path) as f:
+      return json.load(f)["metrics"]
+  return None
+
+
+def _initial_state(stage: Stage, checkpointer: StageCheckpointer,
+                   init_from: Mapping[str, str] | None,
+                   key: jax.Array) -> TrainState:
+  """Workdir checkpoint, else `init_from` networks, else fresh init."""
+  state = init_state(stage.init_variables(key), stage.optimizers)
+  if checkpointer.latest_step() is not None:
+    # Falls back past damaged steps (moved aside to <step>.corrupt).
+    state = resilience.restore_newest_intact(checkpointer, state)
+    console(f"Resumed stage {stage.name} from step {int(state.step)}.")
+    return state
+  variables = dict(state.variables)
+  for network, path in (init_from or {}).items():
+    if path:
+      logging.info("Initialising %s from %s.", network, path)
+      variables[network] = restore_network_variables(path, network)
+  return init_state(variables, stage.optimizers)
+
+
+def _log_train(run: _Run, step: int, pending: list[Metrics],
+               seconds: float) -> None:
+  """Writes the mean of every metric since the last log; prints progress."""
+  means = jax.tree.map(lambda *x: float(np.mean(x)), *jax.device_get(pending))
+  run.writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
+  if run.is_chief:
+    console(f"[{run.stage.name}] step {step}/{run.config.num_train_steps}  "
+            f"{len(pending) / max(seconds, 1e-9):.2f} steps/s  "
+            f"loss {means['loss']:.4g}")
+
+
+def _write_samples(run: _Run, step: int, state: TrainState,
+                   batch: dict[str, jax.Array], sample_step: Callable) -> None:
+  """The sample grid to TensorBoard and `samples/step_*.png`."""
+  columns = sample_step(state, batch, run.stage.frozen,
+                        jax.random.fold_in(run.eval_key, step))
+  # The batch axis spans every process: gather it (a collective, so every
+  # process takes part) before reading it on the host.
+  columns = multihost_utils.process_allgather(columns, tiled=True)
+  grid = image_grid(list(zip(run.stage.sample_titles, columns)),
+                    run.config.log.sample_rows)
+  run.writer.write_images(step, {"samples": grid[None]})
+  if run.is_chief:
+    save_png(os.path.join(run.workdir, "samples", f"step_{step:07d}.png"), grid)
+
+
+def _check_nonfinite(run: _Run, state: TrainState, step: int) -> None:
+  streak = int(jax.device_get(state.nonfinite_streak))
+  if streak >= run.config.max_consecutive_nonfinite:
+    run.writer.flush()
+    raise NonFiniteError(
+        f"stage {run.stage.name}: {streak} consecutive steps had a non-finite "
+        f"loss, gradient or update (step {step}); stopping. The last "
+        f"checkpoint in {os.path.join(run.workdir, CHECKPOINT_DIR)} is intact.")
+
+
+def _every(step: int, interval: int, last: int) -> bool:
+  return step % interval == 0 or step == last
+
+
+def _train(run: _Run, state: TrainState, train_ds: Any, eval_ds: Any,
+           train_key: jax.Array, stop: StopOnSigterm
+           ) -> tuple[TrainState, dict[str, float]]:
+  """The steps from `state.step` to `num_train_steps` (or a SIGTERM)."""
+  config, stage = run.config, run.stage
+  num_steps = config.num_train_steps
+  train_step = jax.jit(stage.train_step, donate_argnums=(0,))
+  eval_step = jax.jit(stage.eval_step) if stage.eval_step else None
+  sample_step = jax.jit(stage.sample_step) if stage.sample_step else None
+  report = periodic_actions.ReportProgress(
+      num_train_steps=num_steps, writer=run.writer,
+      every_steps=config.log.every_steps)
+  train_iter = _numpy_iterator(train_ds)
+  step = int(jax.device_get(state.step))
+  pending: list[Metrics] = []
+  eval_metrics: dict[str, float] = {}
+  sample_batch = None
+  last_log = time.time()
+  while step < num_steps and not stop.agreed():
+    batch = shard(next(train_iter), run.mesh)
+    sample_batch = batch if sample_batch is None else sample_batch
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      state, metrics = train_step(state, batch, stage.frozen,
+                                  jax.random.fold_in(train_key, step))
+    pending.append(metrics)
+    step += 1
+    report(step)
+    _check_nonfinite(run, state, step)
+    if _every(step, config.log.every_steps, num_steps):
+      _log_train(run, step, pending, time.time() - last_log)
+      pending, last_log = [], time.time()
+    if sample_step and _every(step, config.log.sample_every_steps, num_steps):
+      _write_samples(run, step, state, sample_batch, sample_step)
+    if eval_step and _every(step, config.eval.every_steps, num_steps):
+      eval_metrics = evaluate(stage, state, eval_ds, run.mesh,
+                              config.eval.num_batches, run.eval_key, eval_step)
+      run.writer.write_scalars(step, eval_metrics)
+    if _every(step, config.checkpoint.every_steps, num_steps):
+      run.checkpointer.save(state)
+  return state, eval_metrics
+
+
+def run_stage(config: ml_collections.ConfigDict, workdir: str, stage: Stage,
+              init_from: Mapping[str, str] | None = None
+              ) -> dict[str, float]:
+  """Trains one stage: resume, loop, log, evaluate, checkpoint, summary.
+
+  Args:
+    config: the validated stage config (uses `seed`, `num_train_steps`,
+      `data`, `log`, `eval`, `checkpoint`, `max_consecutive_nonfinite`).
+    workdir: the stage's workdir (checkpoints/, samples/, TensorBoard events,
+      config.json, metrics_summary.*).
+    stage: networks, optimizers and steps of the stage.
+    init_from: network name -> stage workdir to initialise it from (used only
+      when `workdir` holds no checkpoint); '' means none.
+
+  Returns:
+    The final evaluation metrics.
+
+  Raises:
+    NonFiniteError: `config.max_consecutive_nonfinite` steps in a row were
+      skipped; the last checkpoint is left as it was.
+  """
+  from ihc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  is_chief = jax.process_index() == 0
+  init_key, train_key, eval_key = jax.random.split(
+      jax.random.PRNGKey(config.seed), 3)
+  checkpointer = StageCheckpointer(
+      workdir, stage.name, max_to_keep=config.checkpoint.max_to_keep)
+  finished = _finished_metrics(checkpointer, config.num_train_steps, workdir)
+  if finished is not None:
+    # A finished stage (e.g. a restarted chain): nothing to compile.
+    logging.info("Stage %s in %s is finished.", stage.name, workdir)
+    checkpointer.close()
+    return finished
+
+  mesh = make_mesh()
+  writer = metric_writers.create_default_writer(workdir,
+                                                just_logging=not is_chief)
+  with StopOnSigterm() as stop:
+    state = replicate(_initial_state(stage, checkpointer, init_from, init_key),
+                      mesh)
+    stage = dataclasses.replace(stage, frozen=replicate(stage.frozen, mesh))
+    start_step = int(jax.device_get(state.step))
+    if start_step == 0:
+      if is_chief:
+        save_stage_config(config, workdir)
+      writer.write_hparams(hparams(config))
+    train_ds, eval_ds = input_pipeline.create_datasets(
+        config.data, seed=config.seed, start_step=start_step)
+    run = _Run(config, workdir, stage, mesh, writer, checkpointer, eval_key,
+               is_chief)
+    state, eval_metrics = _train(run, state, train_ds, eval_ds, train_key,
+                                 stop)
+    step = int(jax.device_get(state.step))
+    if checkpointer.latest_step() != step:
+      checkpointer.save(state)
+    if stop.agreed():
+      logging.warning("Stopped by SIGTERM at step %d; checkpoint saved.", step)
+    else:
+      if stage.eval_step and not eval_metrics:
+        eval_metrics = evaluate(stage, state, eval_ds, mesh,
+                                config.eval.num_batches, eval_key,
+                                jax.jit(stage.eval_step))
+      if is_chief:
+        write_summary(workdir, stage.name, step, eval_metrics)
+        console(f"[{stage.name}] held-out metrics at step {step}: " + ", ".join(
+            f"{k.removeprefix('eval/')} {v:.4g}"
+            for k, v in sorted(eval_metrics.items())))
+    checkpointer.close()
+    writer.flush()
+  return eval_metrics
