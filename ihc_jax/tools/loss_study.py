@@ -1,7 +1,7 @@
 """Loss-balance study of the colour stage at demo scale.
 
     python -m ihc_jax.tools.loss_study --workdir=/tmp/ihc_study \
-        --seeds=0,1 --steps=200
+        --seeds=0,1 --ablation_seeds=0 --steps=150
 
 (run from the repository root: it reads configs/demo.py.)
 
@@ -13,7 +13,8 @@
    weights), `-<term>` (that term's weight 0) for every weighted term, and
    `reconstruction only` (recovery L1, reference MSE, C->IHN task and KL).
    Each variant trains `--steps` steps from a fresh initialisation per seed
-   on the demo's training stream.
+   on the demo's training stream; every finished run is saved in
+   `<workdir>/runs/` and reused when the study is restarted.
 3. Writes `<workdir>/loss_study.md` (and .json): the magnitude of every
    weighted term over training in the default runs (mean over seeds), and
    the held-out metrics of every variant (mean and spread over seeds) beside
@@ -36,7 +37,12 @@ import ml_collections
 import numpy as np
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs go.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "Seeds of every variant.")
+_SEEDS = flags.DEFINE_list(
+    "seeds", ["0", "1"], "Seeds of the `default` and `reconstruction only` "
+    "variants.")
+_ABLATION_SEEDS = flags.DEFINE_list(
+    "ablation_seeds", None, "Seeds of the leave-one-out variants (default: "
+    "--seeds).")
 _STEPS = flags.DEFINE_integer("steps", None,
                               "Colour-stage steps (default: the demo's).")
 _VARIANTS = flags.DEFINE_list(
@@ -72,9 +78,18 @@ def _study_config(workdir: str, steps: int | None) -> ml_collections.ConfigDict:
 
 
 def run_variants(config: ml_collections.ConfigDict,
-                 plan: dict[str, dict[str, float]], seeds: Sequence[int],
-                 log_every: int) -> dict[str, list[dict]]:
+                 plan: dict[str, tuple[dict[str, float], Sequence[int]]],
+                 log_every: int, results_dir: str) -> dict[str, list[dict]]:
   """Trains every (variant, seed) with one compiled step.
+
+  Each run's result is written to `results_dir/<variant>.seed<k>.json` as
+  soon as it finishes and reused when the study is restarted.
+
+  Args:
+    config: the demo colour-stage config (frozen paths set).
+    plan: variant -> (loss weights, seeds).
+    log_every: steps per logged term magnitude.
+    results_dir: where per-run results go.
 
   Returns:
     variant -> per seed {'heldout': metrics, 'terms': {step: {term: value}}}.
@@ -94,11 +109,18 @@ def run_variants(config: ml_collections.ConfigDict,
   train_step = jax.jit(stage.train_step, donate_argnums=(0,))
   eval_step = jax.jit(stage.eval_step)
   out = {}
-  for variant, weights in plan.items():
+  os.makedirs(results_dir, exist_ok=True)
+  for variant, (weights, seeds) in plan.items():
     out[variant] = []
     weight_array = {k: jnp.float32(v) for k, v in weights.items()}
     for seed in seeds:
-      logging.info("study: %s, seed %d", variant, seed)
+      path = os.path.join(results_dir,
+                          f"{variant.replace(' ', '_')}.seed{seed}.json")
+      if os.path.exists(path):
+        with open(path) as f:
+          out[variant].append(json.load(f))
+        continue
+      logging.warning("study: %s, seed %d", variant, seed)
       key = jax.random.PRNGKey(seed)
       init_key, train_key, eval_key = jax.random.split(key, 3)
       state = common.replicate(common.init_state(
@@ -119,7 +141,11 @@ def run_variants(config: ml_collections.ConfigDict,
           pending = []
       heldout = common.evaluate(stage, state, eval_ds, mesh,
                                 config.eval.num_batches, eval_key, eval_step)
-      out[variant].append({"heldout": heldout, "terms": terms})
+      result = {"heldout": heldout,
+                "terms": {str(k): v for k, v in terms.items()}}
+      with open(path, "w") as f:
+        json.dump(result, f)
+      out[variant].append(result)
   return out
 
 
@@ -142,7 +168,8 @@ def summarise(results: dict[str, list[dict]]) -> dict:
   return {"heldout": table, "term_magnitudes": curves}
 
 
-def markdown(summary: dict, seeds: Sequence[int]) -> str:
+def markdown(summary: dict, seeds: Sequence[int],
+             ablation_seeds: Sequence[int]) -> str:
   """The two tables of the study."""
   lines = [f"## Weighted term magnitudes, default weights (mean of seeds "
            f"{', '.join(map(str, seeds))})", ""]
@@ -156,7 +183,9 @@ def markdown(summary: dict, seeds: Sequence[int]) -> str:
     for tag in sorted(curves):
       lines.append(f"| {tag} | " + " | ".join(
           f"{curves[tag].get(s, float('nan')):.4g}" for s in shown) + " |")
-  lines += ["", "## Held-out metrics per variant (mean ± std over seeds)", ""]
+  lines += ["", "## Held-out metrics per variant (mean ± std over seeds "
+            f"{', '.join(map(str, seeds))}; leave-one-out variants: seeds "
+            f"{', '.join(map(str, ablation_seeds))})", ""]
   heldout = summary["heldout"]
   reference = heldout.get("default") or next(iter(heldout.values()))
   header = ["recovery_psnr", "gray3_psnr"] + [
@@ -184,19 +213,23 @@ def main(argv: Sequence[str]) -> None:
   hist.train_and_evaluate(demo.stage_config("hist"),
                           os.path.join(workdir, "hist"))
   seeds = [int(s) for s in _SEEDS.value]
+  ablation_seeds = [int(s) for s in (_ABLATION_SEEDS.value or _SEEDS.value)]
   config = _study_config(workdir, _STEPS.value)
-  plan = variants(config.loss)
+  weights = variants(config.loss)
   if _VARIANTS.value:
-    unknown = sorted(set(_VARIANTS.value) - set(plan))
+    unknown = sorted(set(_VARIANTS.value) - set(weights))
     if unknown:
-      raise app.UsageError(f"unknown variants {unknown}; have {sorted(plan)}")
-    plan = {k: plan[k] for k in _VARIANTS.value}
-  results = run_variants(config, plan, seeds,
-                         log_every=max(1, config.num_train_steps // 10))
+      raise app.UsageError(f"unknown variants {unknown}; have {sorted(weights)}")
+    weights = {k: weights[k] for k in _VARIANTS.value}
+  plan = {name: (w, ablation_seeds if name.startswith("-") else seeds)
+          for name, w in weights.items()}
+  results = run_variants(config, plan,
+                         log_every=max(1, config.num_train_steps // 10),
+                         results_dir=os.path.join(workdir, "runs"))
   summary = summarise(results)
   with open(os.path.join(workdir, "loss_study.json"), "w") as f:
     json.dump(summary, f, indent=2)
-  text = markdown(summary, seeds)
+  text = markdown(summary, seeds, ablation_seeds)
   with open(os.path.join(workdir, "loss_study.md"), "w") as f:
     f.write(text)
   print(text)

@@ -44,7 +44,8 @@ from ihc_jax.models import histogram as histogram_lib
 from ihc_jax.trainers import baselines
 from ihc_jax.trainers import common
 from ihc_jax.trainers import defaults
-from ihc_jax.trainers import networks
+from ihc_jax.trainers import inputs
+from ihc_jax.trainers import linen_utils
 
 TRAINED = ("encoder", "generator", "discriminator")
 FROZEN = ("ihn", "histogram")
@@ -147,9 +148,9 @@ def build_networks(config: ml_collections.ConfigDict,
                    ) -> Networks:
   """Modules from `config.model` and the frozen stages' model sections."""
   return Networks(
-      encoder=networks.build("encoder", config.model),
-      generator=networks.build("generator", config.model),
-      discriminator=networks.build("discriminator", config.model),
+      encoder=linen_utils.build("encoder", config.model),
+      generator=linen_utils.build("generator", config.model),
+      discriminator=linen_utils.build("discriminator", config.model),
       ihn=models.build("ihn", frozen_sections["ihn"]),
       histogram=models.build("histogram", frozen_sections["histogram"]))
 
@@ -162,16 +163,16 @@ def init_variables(key: jax.Array, *, nets: Networks,
   gray = jnp.zeros((1, size, size, 1), jnp.float32)
   z = jnp.zeros((1, nets.generator.nz), jnp.float32)
   return {
-      "encoder": networks.init_variables(nets.encoder, keys[0], image),
-      "generator": networks.init_variables(nets.generator, keys[1], gray, gray,
+      "encoder": linen_utils.init_variables(nets.encoder, keys[0], image),
+      "generator": linen_utils.init_variables(nets.generator, keys[1], gray, gray,
                                            z, train=False),
-      "discriminator": networks.init_variables(nets.discriminator, keys[2],
+      "discriminator": linen_utils.init_variables(nets.discriminator, keys[2],
                                                image, z, train=False),
   }
 
 
 # ----------------------------------------------------------------------------
-# Data: what every step derives from a batch with the frozen networks.
+# Data: what every step derives from a batch with the frozen linen_utils.
 
 
 def prepare(batch: dict[str, jax.Array], frozen: dict[str, Any],
@@ -191,9 +192,9 @@ def prepare(batch: dict[str, jax.Array], frozen: dict[str, Any],
   """
   keys = jax.random.split(rng, 2)
   image = batch["image"]
-  ht, gray, noise, color_ht = networks.halftone_inputs(
+  ht, gray, noise, color_ht = inputs.halftone_inputs(
       keys[0], image, config, nets.ihn.nz, with_color=True)
-  ihn_gray = networks.apply_eval(nets.ihn, frozen["ihn"], ht, noise,
+  ihn_gray = linen_utils.apply_eval(nets.ihn, frozen["ihn"], ht, noise,
                                  train=False)[-1]
   if "example" in batch:
     example = batch["example"]
@@ -255,7 +256,7 @@ def generator_losses(params: dict[str, Any], variables: dict[str, Any],
   z_r2 = jax.random.normal(keys[3], (b, nz))
   # One batched G pass: rec, ref, rand1, rand2 from the IHN gray, and the
   # colour halftone from the halftone.
-  out, g_batch_stats = networks.apply_train(
+  out, g_batch_stats = linen_utils.apply_train(
       nets.generator, variables["generator"], params["generator"],
       jnp.concatenate([data["ihn_gray"]] * 4 + [data["halftone"]]),
       jnp.concatenate([data["edge_gray"]] * 4 + [data["edge_halftone"]]),
@@ -393,7 +394,7 @@ def train_step(state: common.TrainState, batch: dict[str, jax.Array],
 def colorize(state: common.TrainState, nets: Networks, gray: jax.Array,
              edge: jax.Array, z: jax.Array) -> jax.Array:
   """G in inference mode: [B,S,S,1] gray, edge and [B,nz] code -> RGB."""
-  return networks.apply_eval(nets.generator, state.variables["generator"],
+  return linen_utils.apply_eval(nets.generator, state.variables["generator"],
                              gray, edge, z, train=False)
 
 
@@ -413,7 +414,7 @@ def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
   data = prepare(batch, frozen, data_key, nets=nets, config=config)
   image, reference = data["image"], data["reference"]
   b = image.shape[0]
-  mu, _ = networks.apply_eval(nets.encoder, state.variables["encoder"],
+  mu, _ = linen_utils.apply_eval(nets.encoder, state.variables["encoder"],
                               jnp.concatenate([image, reference]))
   z = jnp.concatenate([mu, jax.random.normal(z_key, (2 * b, mu.shape[-1]))])
   out = jnp.clip(colorize(state, nets, jnp.concatenate([data["ihn_gray"]] * 4),
@@ -451,7 +452,7 @@ def sample_step(state: common.TrainState, batch: dict[str, jax.Array],
   data_key, z_key = jax.random.split(rng)
   data = prepare(batch, frozen, data_key, nets=nets, config=config)
   b = data["image"].shape[0]
-  mu, _ = networks.apply_eval(nets.encoder, state.variables["encoder"],
+  mu, _ = linen_utils.apply_eval(nets.encoder, state.variables["encoder"],
                               jnp.concatenate([data["image"],
                                                data["reference"]]))
   z = jnp.concatenate([mu, jax.random.normal(z_key, (2 * b, mu.shape[-1]))])

@@ -38,7 +38,8 @@ from ihc_jax import models
 from ihc_jax.trainers import baselines
 from ihc_jax.trainers import common
 from ihc_jax.trainers import defaults
-from ihc_jax.trainers import networks
+from ihc_jax.trainers import inputs
+from ihc_jax.trainers import linen_utils
 
 FROZEN = ("ihn", "encoder", "generator")
 TERMS = ("l1", "perceptual", "adversarial")
@@ -107,8 +108,8 @@ def build_networks(config: ml_collections.ConfigDict,
                    ) -> Networks:
   """Modules from `config.model` and the frozen stages' model sections."""
   return Networks(
-      fusion=networks.build("fusion", config.model),
-      discriminator=networks.build("discriminator", config.model),
+      fusion=linen_utils.build("fusion", config.model),
+      discriminator=linen_utils.build("discriminator", config.model),
       **{name: models.build(name, frozen_sections[name]) for name in FROZEN})
 
 
@@ -123,9 +124,9 @@ def init_variables(key: jax.Array, *, nets: Networks, size: int,
   """Fresh variables of F (and D) for `size` x `size` images."""
   keys = jax.random.split(key)
   image = jnp.zeros((1, size, size, 3), jnp.float32)
-  out = {"fusion": networks.init_variables(nets.fusion, keys[0], image, image)}
+  out = {"fusion": linen_utils.init_variables(nets.fusion, keys[0], image, image)}
   if "discriminator" in trained:
-    out["discriminator"] = networks.init_variables(
+    out["discriminator"] = linen_utils.init_variables(
         nets.discriminator, keys[1], image, train=False)
   return out
 
@@ -156,9 +157,9 @@ def prepare(batch: dict[str, jax.Array], frozen: dict[str, Any],
   keys = jax.random.split(rng, 4)
   image = batch["image"]
   b = image.shape[0]
-  ht, gray, noise = networks.halftone_inputs(keys[0], image, config,
+  ht, gray, noise = inputs.halftone_inputs(keys[0], image, config,
                                              nets.ihn.nz)
-  mu, logvar = networks.apply_eval(nets.encoder, frozen["encoder"],
+  mu, logvar = linen_utils.apply_eval(nets.encoder, frozen["encoder"],
                                    jnp.concatenate([image, batch["reference"]]))
   z = (models.sample_latent(keys[1], mu, logvar) if sample_codes else mu)
   z_rand = jax.random.normal(keys[2], (b, mu.shape[-1]))
@@ -260,7 +261,7 @@ def train_step(state: common.TrainState, batch: dict[str, jax.Array],
 def fuse(state: common.TrainState, nets: Networks,
          data: dict[str, jax.Array]) -> jax.Array:
   """F in inference mode on the prepared paths."""
-  return networks.apply_eval(nets.fusion, state.variables["fusion"],
+  return linen_utils.apply_eval(nets.fusion, state.variables["fusion"],
                              data["forward"], data["inverse"])
 
 

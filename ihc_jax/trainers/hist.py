@@ -23,7 +23,7 @@ from ihc_jax import models
 from ihc_jax.models import histogram
 from ihc_jax.trainers import common
 from ihc_jax.trainers import defaults
-from ihc_jax.trainers import networks
+from ihc_jax.trainers import linen_utils
 
 TERMS = ("histogram",)
 
@@ -54,7 +54,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def init_variables(key: jax.Array, *, net: nn.Module,
                    size: int) -> dict[str, Any]:
   """Fresh H variables for `size` x `size` single-channel inputs."""
-  return {"histogram": networks.init_variables(
+  return {"histogram": linen_utils.init_variables(
       net, key, jnp.zeros((1, size, size, 1), jnp.float32))}
 
 
@@ -100,7 +100,7 @@ def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
 
 def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
   """Network, optimizer and jit-able steps of the H stage."""
-  net = networks.build("histogram", config.model)
+  net = linen_utils.build("histogram", config.model)
   optimizers = {"histogram": common.make_optimizer(config.optim.histogram,
                                                    config.num_train_steps)}
   return common.Stage(

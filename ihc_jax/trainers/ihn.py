@@ -29,7 +29,8 @@ from ihc_jax import models
 from ihc_jax.trainers import baselines
 from ihc_jax.trainers import common
 from ihc_jax.trainers import defaults
-from ihc_jax.trainers import networks
+from ihc_jax.trainers import inputs
+from ihc_jax.trainers import linen_utils
 
 TERMS = ("pixel", "perceptual")
 VGG_TERMS = ("perceptual",)
@@ -75,7 +76,7 @@ def init_variables(key: jax.Array, *, ihn: nn.Module,
                    size: int) -> dict[str, Any]:
   """Fresh IHN variables for `size` x `size` inputs."""
   ones = jnp.ones((1, size, size, 1), jnp.float32)
-  return {"ihn": networks.init_variables(
+  return {"ihn": linen_utils.init_variables(
       ihn, key, ones, jnp.zeros((1, size, size, ihn.nz)), train=False)}
 
 
@@ -89,7 +90,7 @@ def ihn_losses(params: Any, variables: dict[str, Any], halftone: jax.Array,
   Returns:
     (total, (weighted terms, new batch_stats)).
   """
-  (content, _, output), batch_stats = networks.apply_train(
+  (content, _, output), batch_stats = linen_utils.apply_train(
       ihn, variables, params, halftone, noise, rng=rng, train=True)
   terms = {"pixel": losses.pixel_loss(
       content, output, gray, content_weight=config.pixel.content_weight,
@@ -108,7 +109,7 @@ def train_step(state: common.TrainState, batch: dict[str, jax.Array],
                ) -> tuple[common.TrainState, dict[str, jax.Array]]:
   """One IHN update on a fresh halftone of every image of `batch`."""
   data_key, dropout_key = jax.random.split(rng)
-  ht, gray, noise = networks.halftone_inputs(data_key, batch["image"], config,
+  ht, gray, noise = inputs.halftone_inputs(data_key, batch["image"], config,
                                              ihn.nz)
   variables = state.variables["ihn"]
   (total, (weighted, batch_stats)), grads = jax.value_and_grad(
@@ -125,9 +126,9 @@ def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
               config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
   """Per-example [B] PSNR/SSIM of the IHN and of the blur baseline."""
   del frozen
-  ht, gray, noise = networks.halftone_inputs(rng, batch["image"], config,
+  ht, gray, noise = inputs.halftone_inputs(rng, batch["image"], config,
                                              ihn.nz)
-  output = jnp.clip(networks.apply_eval(ihn, state.variables["ihn"], ht,
+  output = jnp.clip(linen_utils.apply_eval(ihn, state.variables["ihn"], ht,
                                         noise, train=False)[-1], 0.0, 1.0)
   baseline = baselines.blur_baseline(ht, config.halftone)
   per_example = dict(reduction="none")
@@ -142,16 +143,16 @@ def sample_step(state: common.TrainState, batch: dict[str, jax.Array],
                 config: ml_collections.ConfigDict) -> list[jax.Array]:
   """Grid columns: halftone, content map, IHN output, ground truth."""
   del frozen
-  ht, gray, noise = networks.halftone_inputs(rng, batch["image"], config,
+  ht, gray, noise = inputs.halftone_inputs(rng, batch["image"], config,
                                              ihn.nz)
-  content, _, output = networks.apply_eval(ihn, state.variables["ihn"], ht,
+  content, _, output = linen_utils.apply_eval(ihn, state.variables["ihn"], ht,
                                            noise, train=False)
   return [ht, content, output, gray]
 
 
 def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
   """Network, optimizer and jit-able steps of the IHN stage."""
-  ihn = networks.build("ihn", config.model)
+  ihn = linen_utils.build("ihn", config.model)
   frozen = defaults.frozen_vgg(config, VGG_TERMS)
   optimizers = {"ihn": common.make_optimizer(config.optim.ihn,
                                              config.num_train_steps)}

@@ -1,4 +1,4 @@
-"""Small helpers to init and apply Linen networks inside train steps."""
+"""Helpers to build, init and apply Linen modules inside train steps."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from ihc_jax import color
-from ihc_jax import halftone
 from ihc_jax import models
 
 
@@ -68,33 +66,3 @@ def apply_eval(module: nn.Module, variables: Mapping[str, Any], *args: Any,
                **kwargs: Any) -> Any:
   """Applies `module` with fixed variables (no state update)."""
   return module.apply(dict(variables), *args, **kwargs)
-
-
-def halftone_inputs(key: jax.Array, images: jax.Array,
-                    config: ml_collections.ConfigDict, noise_channels: int,
-                    *, with_color: bool = False) -> tuple[jax.Array, ...]:
-  """The IHN's inputs and target for colour images [B,H,W,3] in [0, 1].
-
-  Args:
-    key: one key; split here into the halftone's and the noise map's.
-    images: colour ground truth.
-    config: a stage config with `halftone` and `noise_variant`.
-    noise_channels: channels of the IHN noise map (`model.ihn.nz`).
-    with_color: also return the per-channel colour halftone of `images` on
-      the same screen lattice as the gray halftone (the C->IHN target).
-
-  Returns:
-    (halftone [B,H,W,1] in [0, 1], gray [B,H,W,1] (ITU-R 601), noise map
-    [B,H,W,noise_channels]), and the colour halftone [B,H,W,3] when
-    `with_color`. The gray halftone does not depend on `with_color`.
-  """
-  halftone_key, noise_key = jax.random.split(key)
-  gray = color.rgb_to_gray(images)
-  b, h, w, _ = gray.shape
-  noise = models.make_noise_map(noise_key, b, h, w, channels=noise_channels,
-                                variant=config.noise_variant)
-  if with_color:
-    ht, color_ht = halftone.synthesize_with_color(halftone_key, gray, images,
-                                                  config.halftone)
-    return ht, gray, noise, color_ht
-  return halftone.synthesize(halftone_key, gray, config.halftone), gray, noise
