@@ -213,8 +213,10 @@ def discriminator_loss(params: Any, variables: dict[str, Any],
                        images: jax.Array, fused: jax.Array, *, nets: Networks,
                        config: ml_collections.ConfigDict
                        ) -> tuple[jax.Array, Any]:
-  """D's loss: real photographs against F's outputs."""
+  """D's loss: real photographs against F's outputs (of every scheme)."""
   d_variables = dict(variables["discriminator"], params=params)
+  # One real image per fake: the photos repeat once per scheme.
+  images = jnp.concatenate([images] * (fused.shape[0] // images.shape[0]))
   b = images.shape[0]
   logits, updates = nets.discriminator.apply(
       d_variables, jnp.concatenate([images, jax.lax.stop_gradient(fused)]),
