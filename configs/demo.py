@@ -24,7 +24,7 @@ from ihc_jax.trainers import ihn
 
 IMAGE_SIZE = 64
 # Steps per stage: the IHN and the colour stage learn most of what shows.
-STEPS = {"ihn": 600, "hist": 300, "color": 120, "fusion": 50}
+STEPS = {"ihn": 600, "hist": 300, "color": 300, "fusion": 100}
 BATCH = {"ihn": 4, "hist": 8, "color": 2, "fusion": 2}
 MODULES = {"ihn": ihn, "hist": hist, "color": color, "fusion": fusion}
 
@@ -46,7 +46,9 @@ def stage_config(stage: str) -> ml_collections.ConfigDict:
   if stage == "color":
     # Wider G: the tiny test width (ngf 4) cannot carry a 64 px image.
     config.model.generator.ngf = 16
-  if stage in ("ihn", "color", "hist"):
+  if stage == "fusion":
+    config.model.fusion.update(features=16, num_blocks=2)
+  if stage in ("ihn", "color", "hist", "fusion"):
     # Faster schedule for a short run.
     for name in config.optim.keys():
       config.optim[name].learning_rate = 1e-3

@@ -14,7 +14,8 @@
    `reconstruction only` (recovery L1, reference MSE, C->IHN task and KL).
    Each variant trains `--steps` steps from a fresh initialisation per seed
    on the demo's training stream; every finished run is saved in
-   `<workdir>/runs/` and reused when the study is restarted.
+   `<workdir>/runs/` with its weights and reused when the study is restarted
+   with the same weights.
 3. Writes `<workdir>/loss_study.md` (and .json): the magnitude of every
    weighted term over training in the default runs (mean over seeds), and
    the held-out metrics of every variant (mean and spread over seeds) beside
@@ -118,8 +119,10 @@ def run_variants(config: ml_collections.ConfigDict,
                           f"{variant.replace(' ', '_')}.seed{seed}.json")
       if os.path.exists(path):
         with open(path) as f:
-          out[variant].append(json.load(f))
-        continue
+          saved = json.load(f)
+        if saved.get("weights") == weights:
+          out[variant].append(saved)
+          continue
       logging.warning("study: %s, seed %d", variant, seed)
       key = jax.random.PRNGKey(seed)
       init_key, train_key, eval_key = jax.random.split(key, 3)
@@ -141,7 +144,7 @@ def run_variants(config: ml_collections.ConfigDict,
           pending = []
       heldout = common.evaluate(stage, state, eval_ds, mesh,
                                 config.eval.num_batches, eval_key, eval_step)
-      result = {"heldout": heldout,
+      result = {"weights": weights, "heldout": heldout,
                 "terms": {str(k): v for k, v in terms.items()}}
       with open(path, "w") as f:
         json.dump(result, f)
@@ -165,14 +168,19 @@ def summarise(results: dict[str, list[dict]]) -> dict:
         if name != "nonfinite":
           curves.setdefault(name, {}).setdefault(int(step), 0.0)
           curves[name][int(step)] += value / len(default)
-  return {"heldout": table, "term_magnitudes": curves}
+  weights = default[0].get("weights", {}) if default else {}
+  return {"heldout": table, "term_magnitudes": curves,
+          "default_weights": weights}
 
 
 def markdown(summary: dict, seeds: Sequence[int],
              ablation_seeds: Sequence[int]) -> str:
   """The two tables of the study."""
   lines = [f"## Weighted term magnitudes, default weights (mean of seeds "
-           f"{', '.join(map(str, seeds))})", ""]
+           f"{', '.join(map(str, seeds))})", "",
+           "Default weights: " + ", ".join(
+               f"{k} {v:g}" for k, v in summary["default_weights"].items()),
+           ""]
   curves = summary["term_magnitudes"]
   if curves:
     steps = sorted(next(iter(curves.values())))
