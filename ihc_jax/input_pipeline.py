@@ -9,7 +9,16 @@ datasets. Every element is a dict of per-host batches, NHWC float32 in [0, 1]:
 * `example`   [b,S,S,3] only when `data_config.example_dir` is set: the
   exemplar-colorization pseudo ground truth of the (image, reference) pair,
   read from `<example_dir>/<image_stem>_<reference_stem>.png` (the names the
-  official Deep Exemplar-based Colorization outputs have).
+  official Deep Exemplar-based Colorization outputs have),
+* `mask`      [b] (eval only) 1.0 for a held-out image, 0.0 for padding or
+  an unreadable file.
+
+Evaluation on several hosts: each host reads a strided shard of the held-out
+files, and every host yields the same number of full eval batches
+(`eval_steps`): a host that runs out of images pads with zero images whose
+mask is 0. Metrics are therefore exact per-example means
+(sum(value * mask) / sum(mask), see `trainers.common.evaluate`), the same for
+any eval batch size and any number of processes.
 
 Sources (`data_config.source`, `reference_source`, `eval_source`):
 
@@ -90,7 +99,8 @@ def default_data_config() -> ml_collections.ConfigDict:
       eval_batch_size: GLOBAL eval batch.
       num_eval: number of eval images; -1 -> all of the eval split (demo,
         eval_source); a folder or tfds source without eval_source needs > 0.
-      eval_drop_remainder: drop a last partial eval batch.
+      eval_drop_remainder: run only the eval batches that every host
+        fills with real images (else the last ones are padded).
       random_flip: random horizontal flips in the train stream.
       shuffle_buffer: shuffle buffer for TFDS sources (others are permuted
         exactly).
@@ -458,6 +468,36 @@ def _shard(indices: Sequence[int], process_index: int,
   return list(indices)[process_index::process_count]
 
 
+def _host_counts(held_out: Any, process_count: int) -> list[int]:
+  """Number of eval records each host reads (its shard of `held_out`)."""
+  if isinstance(held_out, _IndexedSource):
+    return [len(_shard(range(len(held_out)), p, process_count))
+            for p in range(process_count)]
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder, split = held_out.builder, held_out.split
+  return [builder.info.splits[tfds.split_for_jax_process(
+      split, process_index=p, process_count=process_count)].num_examples
+          for p in range(process_count)]
+
+
+def eval_steps(host_counts: Sequence[int], host_batch: int,
+               drop_remainder: bool) -> int:
+  """Eval batches every host runs, so that all of them run the same number.
+
+  Args:
+    host_counts: eval records per host.
+    host_batch: per-host eval batch.
+    drop_remainder: drop what does not fill a batch on every host.
+
+  Returns:
+    ceil(max(counts) / batch) (hosts with fewer records pad with masked
+    elements), or with `drop_remainder` floor(min(counts) / batch).
+  """
+  if drop_remainder:
+    return min(host_counts) // host_batch
+  return -(-max(host_counts) // host_batch)
+
+
 def _indexed(kind: str, arg: str, image_size: int,
              cache: bool) -> _IndexedSource:
   if kind == "demo":
@@ -474,8 +514,9 @@ def _indexed(kind: str, arg: str, image_size: int,
 
 
 def _build_sources(data_config: ml_collections.ConfigDict, process_index: int,
-                   process_count: int) -> tuple[Any, Any, Any]:
-  """Returns the host's (train, eval) sources and the reference source."""
+                   process_count: int) -> tuple[Any, Any, Any, list[int]]:
+  """The host's (train, eval) sources, the reference source, and the number
+  of eval records of every host."""
   size = int(data_config.image_size)
   cache = bool(data_config.get("cache", False))
   num_eval = int(data_config.get("num_eval", -1))
@@ -537,6 +578,11 @@ def _build_sources(data_config: ml_collections.ConfigDict, process_index: int,
 
   def host_part(source, role):
     if isinstance(source, _IndexedSource):
+      if role == "eval":
+        # Eval is always split: hosts that run out read padding (mask 0),
+        # so every image counts exactly once in the metrics.
+        return source.subset(_shard(range(len(source)), process_index,
+                                    process_count))
       if len(source) < process_count:
         # Tiny sources (the demo set on many hosts): every host reads all.
         logging.warning(
@@ -554,8 +600,11 @@ def _build_sources(data_config: ml_collections.ConfigDict, process_index: int,
     return tfds_source(arg, tfds.split_for_jax_process(
         source, process_index=process_index, process_count=process_count))
 
+  if isinstance(held_out, str):
+    held_out = tfds_source(arg, held_out)
   train = host_part(train_all, "train")
   evaluation = host_part(held_out, "eval")
+  eval_counts = _host_counts(held_out, process_count)
 
   reference_spec = data_config.get("reference_source")
   if reference_spec is None or reference_spec == data_config.source:
@@ -573,7 +622,7 @@ def _build_sources(data_config: ml_collections.ConfigDict, process_index: int,
       reference = _indexed(ref_kind, ref_arg, size, cache)
     else:
       reference = tfds_source(ref_arg, ref_split)
-  return train, evaluation, reference
+  return train, evaluation, reference, eval_counts
 
 
 # --------------------------------------------------------------------------
@@ -741,6 +790,21 @@ def _finish(dataset: tf.data.Dataset, keys: Sequence[str], size: int,
       tf.data.AUTOTUNE)
 
 
+def _finish_eval(dataset: tf.data.Dataset, keys: Sequence[str], size: int,
+                 batch: int) -> tf.data.Dataset:
+  """Eval: keeps every element, with `mask` 1.0 for a usable image and 0.0
+  for padding or an unreadable file, in full batches."""
+  def to_dict(*values):
+    out = {}
+    for key, value in zip(keys, values[:-1]):
+      value.set_shape([size, size, 3])
+      out[key] = value
+    out["mask"] = tf.cast(values[-1], tf.float32)
+    return out
+  return dataset.map(to_dict).batch(batch, drop_remainder=True).prefetch(
+      tf.data.AUTOTUNE)
+
+
 def _check_config(data_config: ml_collections.ConfigDict, process_count: int
                   ) -> tuple[int, int, int]:
   size = data_config.get("image_size")
@@ -794,8 +858,19 @@ def create_datasets(
   parallel = tf.data.AUTOTUNE if parallel <= 0 else parallel
   random_flip = bool(data_config.get("random_flip", True))
   shuffle_buffer = int(data_config.get("shuffle_buffer", 1024))
-  train, evaluation, reference = _build_sources(
+  train, evaluation, reference, eval_counts = _build_sources(
       data_config, process_index, process_count)
+  num_eval_batches = eval_steps(
+      eval_counts, eval_batch, bool(data_config.get("eval_drop_remainder",
+                                                    False)))
+  if num_eval_batches == 0:
+    raise ValueError(
+        f"the eval set ({sum(eval_counts)} images over {process_count} "
+        f"processes) fills no eval batch of {eval_batch} per process with "
+        "data.eval_drop_remainder=True; lower data.eval_batch_size or set "
+        "eval_drop_remainder=False")
+  eval_length = num_eval_batches * eval_batch
+  host_eval_count = eval_counts[process_index]
 
   examples = None
   example_dir = data_config.get("example_dir")
@@ -875,6 +950,8 @@ def create_datasets(
 
   def eval_element(index, image_bytes, reference_bytes):
     index = int(index)
+    if index >= host_eval_count:
+      return unusable()  # padding up to the common number of batches
     if isinstance(evaluation, _IndexedSource):
       image = evaluation.load(index)
     else:
@@ -895,12 +972,12 @@ def create_datasets(
       outputs.append(_crop(example, size, top, left, False))
     return outputs + [True]
 
+  # Every host yields `eval_length` elements: its shard, then padding.
+  eval_elements = tf.data.Dataset.range(eval_length)
   if isinstance(evaluation, _IndexedSource):
-    eval_elements = tf.data.Dataset.range(len(evaluation))
     eval_images = empty
   else:
-    eval_elements = tf.data.Dataset.range(np.iinfo(np.int64).max)
-    eval_images = evaluation.encoded()
+    eval_images = evaluation.encoded().concatenate(empty)
   eval_references = (empty if eval_reference_picker is not None
                      else reference.encoded().repeat())
   eval_ds = tf.data.Dataset.zip((eval_elements, eval_images, eval_references))
@@ -908,8 +985,7 @@ def create_datasets(
       lambda e, i, r: tf.numpy_function(eval_element, [e, i, r], out_types,
                                         stateful=False),
       num_parallel_calls=parallel, deterministic=True)
-  eval_ds = _finish(eval_ds, keys, size, eval_batch,
-                    bool(data_config.get("eval_drop_remainder", False)))
+  eval_ds = _finish_eval(eval_ds, keys, size, eval_batch)
   return train_ds, eval_ds
 
 
