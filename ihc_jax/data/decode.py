@@ -146,22 +146,37 @@ def _jpeg_crop(contents: tf.Tensor, size: int, uniforms: tf.Tensor
 
   y0, y1, scale_y, shift_y = window(top, height, new_height)
   x0, x1, scale_x, shift_x = window(left, width, new_width)
-  crop_window = tf.stack([y0, x0, y1 - y0, x1 - x0])
-  # `ratio` is an attribute (a Python int): one branch per DCT scale.
-  branches = [
-      lambda r=r: tf.io.decode_and_crop_jpeg(contents, crop_window,
-                                             channels=3, ratio=r)
-      for r in (1, 2, 4, 8)]
   scale_index = tf.cast(tf.round(tf.math.log(tf.cast(ratio, tf.float32)) /
                                  tf.math.log(2.0)), tf.int32)
-  pixels = tf.switch_case(scale_index, branches)
-  pixels.set_shape([None, None, 3])
-  # uint8 in: TF's antialiased resampling is ~1.5x faster than on float32.
-  image = tf.raw_ops.ScaleAndTranslate(
-      images=pixels[None], size=tf.constant([size, size], tf.int32),
-      scale=tf.stack([scale_y, scale_x]),
-      translation=tf.stack([shift_y, shift_x]), kernel_type="triangle",
-      antialias=True)[0]
+
+  def decode_window(crop_window):
+    # `ratio` is an attribute (a Python int): one branch per DCT scale.
+    branches = [
+        lambda r=r: tf.io.decode_and_crop_jpeg(contents, crop_window,
+                                               channels=3, ratio=r)
+        for r in (1, 2, 4, 8)]
+    pixels = tf.switch_case(scale_index, branches)
+    pixels.set_shape([None, None, 3])
+    return pixels
+
+  def resampled():
+    pixels = decode_window(tf.stack([y0, x0, y1 - y0, x1 - x0]))
+    # uint8 in: TF's antialiased resampling is ~1.5x faster than on float32.
+    return tf.raw_ops.ScaleAndTranslate(
+        images=pixels[None], size=tf.constant([size, size], tf.int32),
+        scale=tf.stack([scale_y, scale_x]),
+        translation=tf.stack([shift_y, shift_x]), kernel_type="triangle",
+        antialias=True)[0]
+
+  def cropped():
+    # Already at short side S after DCT scaling (e.g. a prepared data set):
+    # no resampling.
+    return tf.cast(decode_window(tf.stack([top, left, size, size])),
+                   tf.float32)
+
+  unscaled = tf.logical_and(tf.equal(new_height, height),
+                            tf.equal(new_width, width))
+  image = tf.cond(unscaled, cropped, resampled)
   return _to_unit(image / 255.0)
 
 
