@@ -205,3 +205,13 @@ def test_two_processes_equal_one_process(photos, tmp_path):
         np.testing.assert_allclose(got[key], value, rtol=1e-5,
                                    err_msg=f"{key} batch {batch}")
         np.testing.assert_allclose(got[key], single[key], rtol=1e-6)
+
+
+def test_paper_evaluation_reads_each_held_out_image_once(photos):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from ihc_jax import evaluate as paper_eval  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict({"seed": 0, "data": _config(photos, 2)})
+  images, references = paper_eval.load_eval_images(config, -1)
+  # 5 images in batches of 2: the padding of the third batch is dropped.
+  assert images.shape == references.shape == (NUM_IMAGES, SIZE, SIZE, 3)
+  assert len({x.tobytes() for x in images}) == NUM_IMAGES
