@@ -33,16 +33,20 @@ Sources (`data_config.source`, `reference_source`, `eval_source`):
 The train stream is a pure function of (seed, element index): element e of a
 host takes record `permutation(seed, epoch)[e % n]` with epoch = e // n, and
 its crop offsets and flip come from a numpy Generator seeded with
-(seed, stream, process, e). `start_step=k` therefore starts exactly at batch k
+(seed, stream, process, e) (stateless TF uniforms in the native path). `start_step=k` therefore starts exactly at batch k
 of a fresh stream by skipping indices, without decoding anything. (TFDS
 sources are read sequentially: the skip happens on the encoded records, also
 before decoding.)
 
-Decoding uses PIL inside `tf.numpy_function`, which reads more formats than
-TF's decoders. Unreadable files (truncated, empty, not an image) are skipped,
-counted and logged with their path (`skipped_files()`); a train element whose
-file is unreadable takes the next readable record of the same permutation, so
-the stream stays a pure function of (seed, index).
+The train streams of folder and TFDS sources decode JPEG, PNG, BMP and GIF
+with TensorFlow ops (`ihc_jax.data.decode`, crop offsets and flips from
+`tf.random.stateless_uniform` of (seed, stream, process, element)); TIFF,
+WebP, CMYK JPEGs and anything the native ops refuse go to PIL inside
+`tf.numpy_function`, as do eval, the demo source, `cache=True` and
+`example_dir` streams. Unreadable files (truncated, empty, not an image) are
+skipped, counted and logged with their path (`skipped_files()`); a train
+element whose file is unreadable takes the next readable record of the same
+permutation, so the stream stays a pure function of (seed, index).
 
 TensorFlow only feeds data here: accelerators are hidden from it at import.
 """
