@@ -30,6 +30,13 @@ The IHN gray is also scored against the true gray. Outputs are clipped to
 
 A metric whose network weights are missing is reported as missing (with the
 file and the converter command) and the others still run.
+
+Single process: this evaluation runs in ONE process (on that process's
+devices); it reads the whole held-out split itself (padding masked out, so
+every image counts once) and refuses to start under several JAX processes
+(`jax.process_count() > 1`). PSNR/SSIM are per-image means, independent of
+the batch size. The multi-process evaluation during training is
+`ihc_jax.trainers.common.evaluate`.
 """
 
 from __future__ import annotations
@@ -182,9 +189,10 @@ def load_eval_images(config: Any, num_images: int
   images, references = [], []
   count = 0
   for batch in eval_ds.as_numpy_iterator():
-    images.append(batch["image"])
-    references.append(batch["reference"])
-    count += len(batch["image"])
+    real = batch["mask"] > 0 if "mask" in batch else slice(None)
+    images.append(batch["image"][real])
+    references.append(batch["reference"][real])
+    count += len(images[-1])
     if 0 <= num_images <= count:
       break
   if not images:
@@ -243,6 +251,11 @@ def evaluate(config: Any, workdir: str, *, pipeline: Any = None,
     The results dict that is written to eval_results.json.
   """
   from ihc_jax import halftone  # pylint: disable=g-import-not-at-top
+  if jax.process_count() > 1:
+    raise RuntimeError(
+        f"ihc_jax.evaluate runs in a single process; this is process "
+        f"{jax.process_index()} of {jax.process_count()}. Run it once, "
+        "without JAX_NUM_PROCESSES / jax.distributed.initialize.")
   config = stage_config_of(config)
   settings = settings_from_config(config, **overrides)
   if baseline is None:

@@ -9,7 +9,16 @@ datasets. Every element is a dict of per-host batches, NHWC float32 in [0, 1]:
 * `example`   [b,S,S,3] only when `data_config.example_dir` is set: the
   exemplar-colorization pseudo ground truth of the (image, reference) pair,
   read from `<example_dir>/<image_stem>_<reference_stem>.png` (the names the
-  official Deep Exemplar-based Colorization outputs have).
+  official Deep Exemplar-based Colorization outputs have),
+* `mask`      [b] (eval only) 1.0 for a held-out image, 0.0 for padding or
+  an unreadable file.
+
+Evaluation on several hosts: each host reads a strided shard of the held-out
+files, and every host yields the same number of full eval batches
+(`eval_steps`): a host that runs out of images pads with zero images whose
+mask is 0. Metrics are therefore exact per-example means
+(sum(value * mask) / sum(mask), see `trainers.common.evaluate`), the same for
+any eval batch size and any number of processes.
 
 Sources (`data_config.source`, `reference_source`, `eval_source`):
 
@@ -24,16 +33,20 @@ Sources (`data_config.source`, `reference_source`, `eval_source`):
 The train stream is a pure function of (seed, element index): element e of a
 host takes record `permutation(seed, epoch)[e % n]` with epoch = e // n, and
 its crop offsets and flip come from a numpy Generator seeded with
-(seed, stream, process, e). `start_step=k` therefore starts exactly at batch k
+(seed, stream, process, e) (stateless TF uniforms in the native path). `start_step=k` therefore starts exactly at batch k
 of a fresh stream by skipping indices, without decoding anything. (TFDS
 sources are read sequentially: the skip happens on the encoded records, also
 before decoding.)
 
-Decoding uses PIL inside `tf.numpy_function`, which reads more formats than
-TF's decoders. Unreadable files (truncated, empty, not an image) are skipped,
-counted and logged with their path (`skipped_files()`); a train element whose
-file is unreadable takes the next readable record of the same permutation, so
-the stream stays a pure function of (seed, index).
+The train streams of folder and TFDS sources decode JPEG, PNG, BMP and GIF
+with TensorFlow ops (`ihc_jax.data.decode`, crop offsets and flips from
+`tf.random.stateless_uniform` of (seed, stream, process, element)); TIFF,
+WebP, CMYK JPEGs and anything the native ops refuse go to PIL inside
+`tf.numpy_function`, as do eval, the demo source, `cache=True` and
+`example_dir` streams. Unreadable files (truncated, empty, not an image) are
+skipped, counted and logged with their path (`skipped_files()`); a train
+element whose file is unreadable takes the next readable record of the same
+permutation, so the stream stays a pure function of (seed, index).
 
 TensorFlow only feeds data here: accelerators are hidden from it at import.
 """
@@ -90,7 +103,8 @@ def default_data_config() -> ml_collections.ConfigDict:
       eval_batch_size: GLOBAL eval batch.
       num_eval: number of eval images; -1 -> all of the eval split (demo,
         eval_source); a folder or tfds source without eval_source needs > 0.
-      eval_drop_remainder: drop a last partial eval batch.
+      eval_drop_remainder: run only the eval batches that every host
+        fills with real images (else the last ones are padded).
       random_flip: random horizontal flips in the train stream.
       shuffle_buffer: shuffle buffer for TFDS sources (others are permuted
         exactly).
@@ -458,6 +472,36 @@ def _shard(indices: Sequence[int], process_index: int,
   return list(indices)[process_index::process_count]
 
 
+def _host_counts(held_out: Any, process_count: int) -> list[int]:
+  """Number of eval records each host reads (its shard of `held_out`)."""
+  if isinstance(held_out, _IndexedSource):
+    return [len(_shard(range(len(held_out)), p, process_count))
+            for p in range(process_count)]
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder, split = held_out.builder, held_out.split
+  return [builder.info.splits[tfds.split_for_jax_process(
+      split, process_index=p, process_count=process_count)].num_examples
+          for p in range(process_count)]
+
+
+def eval_steps(host_counts: Sequence[int], host_batch: int,
+               drop_remainder: bool) -> int:
+  """Eval batches every host runs, so that all of them run the same number.
+
+  Args:
+    host_counts: eval records per host.
+    host_batch: per-host eval batch.
+    drop_remainder: drop what does not fill a batch on every host.
+
+  Returns:
+    ceil(max(counts) / batch) (hosts with fewer records pad with masked
+    elements), or with `drop_remainder` floor(min(counts) / batch).
+  """
+  if drop_remainder:
+    return min(host_counts) // host_batch
+  return -(-max(host_counts) // host_batch)
+
+
 def _indexed(kind: str, arg: str, image_size: int,
              cache: bool) -> _IndexedSource:
   if kind == "demo":
@@ -474,8 +518,9 @@ def _indexed(kind: str, arg: str, image_size: int,
 
 
 def _build_sources(data_config: ml_collections.ConfigDict, process_index: int,
-                   process_count: int) -> tuple[Any, Any, Any]:
-  """Returns the host's (train, eval) sources and the reference source."""
+                   process_count: int) -> tuple[Any, Any, Any, list[int]]:
+  """The host's (train, eval) sources, the reference source, and the number
+  of eval records of every host."""
   size = int(data_config.image_size)
   cache = bool(data_config.get("cache", False))
   num_eval = int(data_config.get("num_eval", -1))
@@ -537,6 +582,11 @@ def _build_sources(data_config: ml_collections.ConfigDict, process_index: int,
 
   def host_part(source, role):
     if isinstance(source, _IndexedSource):
+      if role == "eval":
+        # Eval is always split: hosts that run out read padding (mask 0),
+        # so every image counts exactly once in the metrics.
+        return source.subset(_shard(range(len(source)), process_index,
+                                    process_count))
       if len(source) < process_count:
         # Tiny sources (the demo set on many hosts): every host reads all.
         logging.warning(
@@ -554,8 +604,11 @@ def _build_sources(data_config: ml_collections.ConfigDict, process_index: int,
     return tfds_source(arg, tfds.split_for_jax_process(
         source, process_index=process_index, process_count=process_count))
 
+  if isinstance(held_out, str):
+    held_out = tfds_source(arg, held_out)
   train = host_part(train_all, "train")
   evaluation = host_part(held_out, "eval")
+  eval_counts = _host_counts(held_out, process_count)
 
   reference_spec = data_config.get("reference_source")
   if reference_spec is None or reference_spec == data_config.source:
@@ -573,7 +626,7 @@ def _build_sources(data_config: ml_collections.ConfigDict, process_index: int,
       reference = _indexed(ref_kind, ref_arg, size, cache)
     else:
       reference = tfds_source(ref_arg, ref_split)
-  return train, evaluation, reference
+  return train, evaluation, reference, eval_counts
 
 
 # --------------------------------------------------------------------------
@@ -627,6 +680,13 @@ class _Picker:
     raise RuntimeError(
         f"none of the {n} images of this data source can be read; see the "
         "skipped files in the log")
+
+  def candidate(self, element: int, attempt: int) -> int:
+    """Record tried at `attempt` (0, 1, ...) for an element: the permutation
+    from the element's position on, without checking readability."""
+    n = len(self._source)
+    epoch, position = divmod(int(element), n)
+    return int(self._permutation(epoch)[(position + int(attempt)) % n])
 
   def rng(self, element: int) -> np.random.Generator:
     """The augmentation Generator of one element."""
@@ -728,8 +788,189 @@ def _encoded_stream(source: _TfdsSource, seed_words: Sequence[int],
   return dataset.skip(start)
 
 
+# --------------------------------------------------------------------------
+# The train streams: one image per element, native decoding where possible.
+
+# Extensions PIL decodes in the train stream: TensorFlow has no op for them.
+_PIL_ONLY_EXTENSIONS = (".tif", ".tiff", ".webp")
+_NATIVE, _PIL = 0, 1
+
+
+def _crop_uniforms(seed_words: Sequence[int], element: tf.Tensor
+                   ) -> tf.Tensor:
+  """Three uniforms in [0, 1) of an element: row, column, flip."""
+  key = _tf_seed(*seed_words, 2) % (1 << 63)
+  return tf.random.stateless_uniform(
+      [3], seed=tf.stack([tf.constant(key, tf.int64), element]),
+      dtype=tf.float32)
+
+
+def _pil_random_crop(name: bytes, contents: bytes, uniforms: np.ndarray,
+                     size: int, random_flip: bool) -> np.ndarray:
+  """PIL fallback of `decode.native_random_crop`, with the same geometry.
+
+  Reads the file `name` when `contents` is empty. Unreadable data is
+  recorded in the skip log (by path or record id) and raises ValueError.
+  """
+  name = name.decode() if isinstance(name, bytes) else str(name)
+  try:
+    if not contents:
+      with open(name, "rb") as f:
+        contents = f.read()
+    array = resize_short_side(decode_image(contents, size), size)
+  except _DECODE_ERRORS as error:
+    _SKIP_LOG.add(name, f"{type(error).__name__}: {error}")
+    raise ValueError(f"unreadable image {name}") from error
+  height, width = array.shape[:2]
+  # float64(u) * choices, floored, as `decode.crop_offsets`.
+  top = min(int(np.floor(np.float64(uniforms[0]) * (height - size + 1))),
+            height - size)
+  left = min(int(np.floor(np.float64(uniforms[1]) * (width - size + 1))),
+             width - size)
+  flip = bool(random_flip and uniforms[2] < 0.5)
+  return _crop(array, size, top, left, flip)
+
+
+def _first_readable(attempts: tf.data.Dataset) -> tf.data.Dataset:
+  """The first attempt that decodes; failed attempts are dropped."""
+  options = tf.data.Options()
+  # Sequential and lazy: an attempt after a success is never decoded.
+  options.experimental_optimization.map_parallelization = False
+  options.experimental_optimization.inject_prefetch = False
+  return attempts.ignore_errors().take(1).with_options(options)
+
+
+def _decode_attempt(name: tf.Tensor, contents: tf.Tensor, mode: tf.Tensor,
+                    uniforms: tf.Tensor, size: int, random_flip: bool
+                    ) -> tf.Tensor:
+  """A random crop by native ops (mode 0) or PIL (mode 1); may fail."""
+  from ihc_jax.data import decode  # pylint: disable=g-import-not-at-top
+
+  def native():
+    data = tf.cond(tf.equal(tf.strings.length(contents), 0),
+                   lambda: tf.io.read_file(name), lambda: contents)
+    return decode.native_random_crop(data, size, uniforms, random_flip)
+
+  def pil():
+    image = tf.numpy_function(
+        lambda n, c, u: _pil_random_crop(n, c, u, size, random_flip),
+        [name, contents, uniforms], tf.float32, stateful=False)
+    image.set_shape([size, size, 3])
+    return image
+
+  return tf.cond(tf.equal(mode, _NATIVE), native, pil)
+
+
+def _indexed_native_stream(source: _IndexedSource, picker: _Picker,
+                           words: Sequence[int], start: int, size: int,
+                           random_flip: bool, parallel: int
+                           ) -> tf.data.Dataset:
+  """Images of elements start, start+1, ... of a folder, decoded natively.
+
+  Element e tries the records `picker.candidate(e, 0)`, `(e, 1)`, ... (the
+  permutation from e's position on) until one decodes: first with native
+  ops, then with PIL; so an unreadable file is replaced by the next readable
+  record of the permutation, as in the PIL path.
+  """
+  suffixes = [os.path.splitext(p)[1].lower() for p in source.items]
+
+  def plan(element, attempt):
+    index = picker.candidate(int(element), int(attempt))
+    mode = _PIL if suffixes[index] in _PIL_ONLY_EXTENSIONS else _NATIVE
+    return np.bytes_(source.items[index].encode()), np.int64(mode)
+
+  def element_images(element):
+    uniforms = _crop_uniforms(words, element)
+
+    def planned(attempt):
+      path, mode = tf.numpy_function(plan, [element, attempt],
+                                     [tf.string, tf.int64], stateful=False)
+      path.set_shape([])
+      mode.set_shape([])
+      # Native first, then PIL; PIL-only formats go to PIL directly.
+      return tf.data.Dataset.range(mode, _PIL + 1).map(
+          lambda m: (path, m))
+
+    attempts = tf.data.Dataset.range(len(source)).flat_map(planned).map(
+        lambda path, m: _decode_attempt(path, tf.constant(b""), m, uniforms,
+                                        size, random_flip))
+    return _first_readable(attempts)
+
+  elements = tf.data.Dataset.range(start, np.iinfo(np.int64).max)
+  return elements.interleave(
+      element_images, cycle_length=parallel, block_length=1,
+      num_parallel_calls=parallel, deterministic=True)
+
+
+def _encoded_native_stream(source: "_TfdsSource", words: Sequence[int],
+                           shuffle_buffer: int, start: int, size: int,
+                           random_flip: bool, parallel: int
+                           ) -> tf.data.Dataset:
+  """Images of a TFDS stream (seeded shuffle), decoded natively or by PIL.
+
+  A record neither can decode is dropped (logged by its split and element).
+  """
+  encoded = _encoded_stream(source, words, shuffle_buffer, start)
+  elements = tf.data.Dataset.range(start, np.iinfo(np.int64).max)
+
+  def element_images(element, contents):
+    uniforms = _crop_uniforms(words, element)
+    name = tf.strings.join([str(source.split), "#",
+                            tf.strings.as_string(element)])
+    attempts = tf.data.Dataset.range(_NATIVE, _PIL + 1).map(
+        lambda m: _decode_attempt(name, contents, m, uniforms, size,
+                                  random_flip))
+    return _first_readable(attempts)
+
+  return tf.data.Dataset.zip((elements, encoded)).interleave(
+      element_images, cycle_length=parallel, block_length=1,
+      num_parallel_calls=parallel, deterministic=True)
+
+
+def _indexed_python_stream(source: _IndexedSource, picker: _Picker,
+                           words: Sequence[int], start: int, size: int,
+                           random_flip: bool, parallel: int
+                           ) -> tf.data.Dataset:
+  """Images of an in-memory (demo) or cached source, cropped in numpy."""
+  def element_image(element):
+    element = int(element)
+    _, image = picker.pick(element)
+    top, left, flip = _random_crop_params(
+        np.random.default_rng(list(words) + [1, element]), image.shape, size,
+        random_flip)
+    return _crop(image, size, top, left, flip)
+
+  def as_tensor(element):
+    image = tf.numpy_function(element_image, [element], tf.float32,
+                              stateful=False)
+    image.set_shape([size, size, 3])
+    return image
+
+  return tf.data.Dataset.range(start, np.iinfo(np.int64).max).map(
+      as_tensor, num_parallel_calls=parallel, deterministic=True)
+
+
+def _image_stream(source: Any, words: Sequence[int], start: int, size: int,
+                  random_flip: bool, shuffle_buffer: int, parallel: int
+                  ) -> tf.data.Dataset:
+  """One train image per element from `start` on, for any source."""
+  if not isinstance(source, _IndexedSource):
+    return _encoded_native_stream(source, words, shuffle_buffer, start, size,
+                                  random_flip, parallel)
+  picker = _Picker(source, words)
+  in_memory = source.cache or any(not isinstance(item, str)
+                                  for item in source.items)
+  if in_memory:
+    # Decoded once and kept: numpy crops beat decoding again.
+    return _indexed_python_stream(source, picker, words, start, size,
+                                  random_flip, parallel)
+  return _indexed_native_stream(source, picker, words, start, size,
+                                random_flip, parallel)
+
+
 def _finish(dataset: tf.data.Dataset, keys: Sequence[str], size: int,
             batch: int, drop_remainder: bool) -> tf.data.Dataset:
+  """Train: drops unusable elements, batches and prefetches."""
   def to_dict(*values):
     out = {}
     for key, value in zip(keys, values[:-1]):
@@ -738,6 +979,21 @@ def _finish(dataset: tf.data.Dataset, keys: Sequence[str], size: int,
     return out
   dataset = dataset.filter(lambda *values: values[-1]).map(to_dict)
   return dataset.batch(batch, drop_remainder=drop_remainder).prefetch(
+      tf.data.AUTOTUNE)
+
+
+def _finish_eval(dataset: tf.data.Dataset, keys: Sequence[str], size: int,
+                 batch: int) -> tf.data.Dataset:
+  """Eval: keeps every element, with `mask` 1.0 for a usable image and 0.0
+  for padding or an unreadable file, in full batches."""
+  def to_dict(*values):
+    out = {}
+    for key, value in zip(keys, values[:-1]):
+      value.set_shape([size, size, 3])
+      out[key] = value
+    out["mask"] = tf.cast(values[-1], tf.float32)
+    return out
+  return dataset.map(to_dict).batch(batch, drop_remainder=True).prefetch(
       tf.data.AUTOTUNE)
 
 
@@ -794,8 +1050,19 @@ def create_datasets(
   parallel = tf.data.AUTOTUNE if parallel <= 0 else parallel
   random_flip = bool(data_config.get("random_flip", True))
   shuffle_buffer = int(data_config.get("shuffle_buffer", 1024))
-  train, evaluation, reference = _build_sources(
+  train, evaluation, reference, eval_counts = _build_sources(
       data_config, process_index, process_count)
+  num_eval_batches = eval_steps(
+      eval_counts, eval_batch, bool(data_config.get("eval_drop_remainder",
+                                                    False)))
+  if num_eval_batches == 0:
+    raise ValueError(
+        f"the eval set ({sum(eval_counts)} images over {process_count} "
+        f"processes) fills no eval batch of {eval_batch} per process with "
+        "data.eval_drop_remainder=True; lower data.eval_batch_size or set "
+        "eval_drop_remainder=False")
+  eval_length = num_eval_batches * eval_batch
+  host_eval_count = eval_counts[process_index]
 
   examples = None
   example_dir = data_config.get("example_dir")
@@ -855,19 +1122,26 @@ def create_datasets(
     return outputs + [True]
 
   start = start_step * train_batch
-  elements = tf.data.Dataset.range(start, np.iinfo(np.int64).max)
   empty = tf.data.Dataset.from_tensors(tf.constant(b"")).repeat()
-  image_stream = (empty if image_picker is not None else _encoded_stream(
-      train, image_words, shuffle_buffer, start))
-  reference_stream = (empty if reference_picker is not None else
-                      _encoded_stream(reference, reference_words,
-                                      shuffle_buffer, start))
-  train_ds = tf.data.Dataset.zip((elements, image_stream, reference_stream))
-  train_ds = train_ds.map(
-      lambda e, i, r: tf.numpy_function(train_element, [e, i, r], out_types,
-                                        stateful=False),
-      num_parallel_calls=parallel, deterministic=True)
-  train_ds = _finish(train_ds, keys, size, train_batch, True)
+  if examples is None:
+    # Independent image and reference streams (native decoding for files).
+    train_ds = tf.data.Dataset.zip(
+        _image_stream(train, image_words, start, size, random_flip,
+                      shuffle_buffer, parallel),
+        _image_stream(reference, reference_words, start, size, random_flip,
+                      shuffle_buffer, parallel))
+    train_ds = train_ds.map(lambda i, r: {"image": i, "reference": r})
+    train_ds = train_ds.batch(train_batch, drop_remainder=True).prefetch(
+        tf.data.AUTOTUNE)
+  else:
+    # Examples are cropped like their target: one numpy function for both.
+    elements = tf.data.Dataset.range(start, np.iinfo(np.int64).max)
+    train_ds = tf.data.Dataset.zip((elements, empty, empty))
+    train_ds = train_ds.map(
+        lambda e, i, r: tf.numpy_function(train_element, [e, i, r],
+                                          out_types, stateful=False),
+        num_parallel_calls=parallel, deterministic=True)
+    train_ds = _finish(train_ds, keys, size, train_batch, True)
 
   # Eval: centre crops, a fixed reference per image (independent of seed).
   eval_reference_picker = (_Picker(reference, [_EVAL_SEED])
@@ -875,6 +1149,8 @@ def create_datasets(
 
   def eval_element(index, image_bytes, reference_bytes):
     index = int(index)
+    if index >= host_eval_count:
+      return unusable()  # padding up to the common number of batches
     if isinstance(evaluation, _IndexedSource):
       image = evaluation.load(index)
     else:
@@ -895,12 +1171,12 @@ def create_datasets(
       outputs.append(_crop(example, size, top, left, False))
     return outputs + [True]
 
+  # Every host yields `eval_length` elements: its shard, then padding.
+  eval_elements = tf.data.Dataset.range(eval_length)
   if isinstance(evaluation, _IndexedSource):
-    eval_elements = tf.data.Dataset.range(len(evaluation))
     eval_images = empty
   else:
-    eval_elements = tf.data.Dataset.range(np.iinfo(np.int64).max)
-    eval_images = evaluation.encoded()
+    eval_images = evaluation.encoded().concatenate(empty)
   eval_references = (empty if eval_reference_picker is not None
                      else reference.encoded().repeat())
   eval_ds = tf.data.Dataset.zip((eval_elements, eval_images, eval_references))
@@ -908,8 +1184,7 @@ def create_datasets(
       lambda e, i, r: tf.numpy_function(eval_element, [e, i, r], out_types,
                                         stateful=False),
       num_parallel_calls=parallel, deterministic=True)
-  eval_ds = _finish(eval_ds, keys, size, eval_batch,
-                    bool(data_config.get("eval_drop_remainder", False)))
+  eval_ds = _finish_eval(eval_ds, keys, size, eval_batch)
   return train_ds, eval_ds
 
 
@@ -939,6 +1214,38 @@ def shard_batch(batch: dict[str, Any], mesh: jax.sharding.Mesh,
   return out
 
 
+@dataclasses.dataclass(frozen=True)
+class PipelineRate:
+  """Throughput of a train stream.
+
+  Attributes:
+    images_per_s: wall-clock images (the `image` key) per second.
+    cpu_ms_per_image: this process's CPU time (all threads) per image; on a
+      machine shared with other jobs it still says what one image costs.
+  """
+  images_per_s: float
+  cpu_ms_per_image: float
+
+
+def measure_pipeline(data_config: ml_collections.ConfigDict,
+                     num_batches: int, *, seed: int = 0,
+                     warmup_batches: int = 2) -> PipelineRate:
+  """Times the train stream of `data_config` (see `benchmark_pipeline`)."""
+  if num_batches <= 0:
+    raise ValueError(f"num_batches must be positive, got {num_batches}")
+  train_ds, _ = create_datasets(data_config, seed=seed)
+  iterator = train_ds.as_numpy_iterator()
+  for _ in range(warmup_batches):
+    next(iterator)
+  images = 0
+  begin, cpu_begin = time.perf_counter(), time.process_time()
+  for _ in range(num_batches):
+    images += next(iterator)["image"].shape[0]
+  wall = time.perf_counter() - begin
+  cpu = time.process_time() - cpu_begin
+  return PipelineRate(images / wall, 1000.0 * cpu / images)
+
+
 def benchmark_pipeline(data_config: ml_collections.ConfigDict,
                        num_batches: int, *, seed: int = 0,
                        warmup_batches: int = 2) -> float:
@@ -953,14 +1260,5 @@ def benchmark_pipeline(data_config: ml_collections.ConfigDict,
   Returns:
     Images per second (per host) of the `image` key.
   """
-  if num_batches <= 0:
-    raise ValueError(f"num_batches must be positive, got {num_batches}")
-  train_ds, _ = create_datasets(data_config, seed=seed)
-  iterator = train_ds.as_numpy_iterator()
-  for _ in range(warmup_batches):
-    next(iterator)
-  images = 0
-  begin = time.perf_counter()
-  for _ in range(num_batches):
-    images += next(iterator)["image"].shape[0]
-  return images / (time.perf_counter() - begin)
+  return measure_pipeline(data_config, num_batches, seed=seed,
+                          warmup_batches=warmup_batches).images_per_s

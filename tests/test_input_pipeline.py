@@ -44,6 +44,12 @@ def _ids(images):
   return [int(round(float(image[..., 0].mean()) * 255)) for image in images]
 
 
+def _real_images(evaluation):
+  """The unmasked eval images of a host, in order."""
+  return [image for batch in evaluation.as_numpy_iterator()
+          for image, mask in zip(batch["image"], batch["mask"]) if mask > 0]
+
+
 @pytest.fixture(scope="module")
 def flat_folder(tmp_path_factory):
   root = tmp_path_factory.mktemp("flat")
@@ -66,8 +72,11 @@ def test_demo_shapes_ranges_and_keys():
     assert value.dtype == np.float32
     assert 0.0 <= value.min() and value.max() <= 1.0
   eval_batches = list(evaluation.as_numpy_iterator())
-  # Three held-out demo photographs, batches of 2 without dropping.
-  assert [b["image"].shape[0] for b in eval_batches] == [2, 1]
+  # Three held-out demo photographs: full batches of 2, the last one padded.
+  assert [b["image"].shape[0] for b in eval_batches] == [2, 2]
+  np.testing.assert_array_equal(
+      np.concatenate([b["mask"] for b in eval_batches]), [1, 1, 1, 0])
+  np.testing.assert_array_equal(eval_batches[-1]["image"][1], 0.0)
   # The reference stream is a different stream than the image stream.
   assert not np.array_equal(batch["image"], batch["reference"])
 
@@ -98,13 +107,15 @@ def test_resume_skips_without_decoding(flat_folder, monkeypatch):
   config = _config(source=f"folder:{root}", eval_source=f"folder:{root}",
                    batch_size=1)
   calls = []
-  real = input_pipeline.decode_image
-  monkeypatch.setattr(input_pipeline, "decode_image",
-                      lambda *args: calls.append(1) or real(*args))
+  real = input_pipeline._Picker.candidate
+  monkeypatch.setattr(input_pipeline._Picker, "candidate",
+                      lambda *args: calls.append(args[1]) or real(*args))
   train, _ = input_pipeline.create_datasets(config, seed=0, start_step=10**6)
   next(train.as_numpy_iterator())
-  # A million skipped elements, yet only a few (prefetched) decodes.
+  # A million skipped elements, yet only a few (prefetched) files planned
+  # for decoding, all of them at or after the start.
   assert 0 < len(calls) < 50
+  assert min(calls) >= 10**6
 
 
 def test_folder_epoch_is_a_permutation(flat_folder):
@@ -129,8 +140,10 @@ def test_per_host_shards_disjoint_and_complete(flat_folder):
     shard_size = len(range(host, 10, 3))
     train_shards.append(sorted(
         sum((_ids(b["image"]) for b in _take(train, shard_size)), [])))
-    eval_shards.append(sorted(
-        sum((_ids(b["image"]) for b in evaluation.as_numpy_iterator()), [])))
+    eval_shards.append(sorted(_ids(_real_images(evaluation))))
+    # Every host runs the same eval steps: 2 batches of 1 (4 = ceil(10/3)).
+    assert [b["mask"].shape for b in evaluation.as_numpy_iterator()] == [
+        (1,)] * 4
   for shards in (train_shards, eval_shards):
     assert sorted(sum(shards, [])) == values
     assert [len(s) for s in shards] == [4, 3, 3]
@@ -142,7 +155,13 @@ def test_tiny_source_on_many_hosts_is_read_whole():
   train, evaluation = input_pipeline.create_datasets(
       config, seed=0, process_index=15, process_count=16)
   assert _take(train, 1)[0]["image"].shape == (1, SIZE, SIZE, 3)
-  assert len(list(evaluation.as_numpy_iterator())) == 3  # all 3, batch 1
+  # Eval is still split (each image counts once): host 15 of 16 has none of
+  # the 3 held-out images and runs one all-padding step like the others.
+  batches = list(evaluation.as_numpy_iterator())
+  assert [b["mask"].tolist() for b in batches] == [[0.0]]
+  first = input_pipeline.create_datasets(
+      config, seed=0, process_index=2, process_count=16)[1]
+  assert [b["mask"].tolist() for b in first.as_numpy_iterator()] == [[1.0]]
 
 
 def test_global_batch_must_divide():
@@ -168,8 +187,7 @@ def test_folder_without_eval_needs_num_eval(flat_folder):
   # With num_eval the held-out files leave the train set.
   config = _config(source=f"folder:{root}", num_eval=3, batch_size=7)
   train, evaluation = input_pipeline.create_datasets(config, seed=0)
-  held_out = sum((_ids(b["image"]) for b in evaluation.as_numpy_iterator()),
-                 [])
+  held_out = _ids(_real_images(evaluation))
   trained = _ids(_take(train, 1)[0]["image"])
   # Sorted by relative path: img00, img02, ..., img08, sub/img01, ...;
   # evenly spaced positions 0, 4, 9 are img00, img08, sub/img09.
@@ -191,9 +209,10 @@ def test_corrupt_files_are_skipped_and_counted(tmp_path):
   config = _config(source=f"folder:{tmp_path}",
                    eval_source=f"folder:{tmp_path}", eval_batch_size=4)
   train, evaluation = input_pipeline.create_datasets(config, seed=0)
-  eval_images = np.concatenate(
-      [b["image"] for b in evaluation.as_numpy_iterator()])
-  assert eval_images.shape[0] == 3
+  # 6 files in batches of 4 -> 2 full batches; the 3 unreadable files and
+  # 2 padding elements are masked out.
+  masks = np.concatenate([b["mask"] for b in evaluation.as_numpy_iterator()])
+  assert masks.shape == (8,) and masks.sum() == 3
   train_ids = sum((_ids(b["image"]) for b in _take(train, 6)), [])
   # JPEG is lossy: flat colours come back within a few levels.
   assert all(min(abs(i - v) for v in (40, 80, 120)) <= 3 for i in train_ids)
@@ -259,9 +278,11 @@ def test_examples_loaded_by_name(tmp_path):
   pairs = [(t, r) for t in ("a_cat", "b", "c") for r in ("a_cat", "b", "c")]
   images, examples, _ = _example_folder(tmp_path, pairs)
   config = _config(source=f"folder:{images}", eval_source=f"folder:{images}",
-                   example_dir=str(examples), batch_size=3)
+                   example_dir=str(examples), batch_size=3, eval_batch_size=3)
   train, evaluation = input_pipeline.create_datasets(config, seed=0)
-  for batch in _take(train, 3) + list(evaluation.as_numpy_iterator()):
+  eval_batches = list(evaluation.as_numpy_iterator())
+  assert all(b["mask"].all() for b in eval_batches)
+  for batch in _take(train, 3) + eval_batches:
     assert batch["example"].shape == batch["image"].shape
     expected = [i + r // 30 for i, r in zip(_ids(batch["image"]),
                                             _ids(batch["reference"]))]
@@ -315,8 +336,7 @@ def test_tfds_source_from_local_build(tmp_path):
     input_pipeline.create_datasets(config, seed=0)
   IhcTinyImages(data_dir=data_dir).download_and_prepare()
   train, evaluation = input_pipeline.create_datasets(config, seed=0)
-  eval_ids = sum((_ids(b["image"]) for b in evaluation.as_numpy_iterator()),
-                 [])
+  eval_ids = _ids(_real_images(evaluation))
   # train[:2] in TFDS's stored order (it shuffles records when building).
   assert len(set(eval_ids)) == 2
   batches = _take(train, 6)

@@ -83,7 +83,9 @@ def toy_stage(learning_rate=1e-2, nan_from_step=None, optimizer=optax.adam):
   def eval_step(state, batch, frozen, rng):
     del frozen, rng
     out = net.apply(state.variables["toy"], batch["image"], train=False)
-    return {"mse": jnp.mean(jnp.square(out - color.rgb_to_gray(batch["image"])))}
+    # Per-example [B] values: the contract of common.evaluate.
+    return {"mse": jnp.mean(jnp.square(out - color.rgb_to_gray(batch["image"])),
+                            axis=(1, 2, 3))}
 
   def sample_step(state, batch, frozen, rng):
     del frozen, rng

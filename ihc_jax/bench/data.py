@@ -2,15 +2,25 @@
 
 Prints, for square images of `--size` px on the default JAX device: AM
 halftone throughput (batched, jitted), error-diffusion throughput, the JAX
-Canny's throughput, and the
-train input pipeline's throughput on the demo source
-(`ihc_jax.input_pipeline.benchmark_pipeline`). Figures are medians over
-`--repeats` timed runs after one warm-up (compilation) run.
+Canny's throughput, and the train input pipeline's throughput
+(`ihc_jax.input_pipeline.benchmark_pipeline`) on the demo source. Figures
+are medians over `--repeats` timed runs after one warm-up run.
+
+With `--source` only the train stream of that source is timed:
+
+    python -m ihc_jax.bench data --source folder:/photos --batch 32 \
+        [--num-parallel-calls 2] [--cache] [--tfds-data-dir DIR]
+    taskset -c 0 python -m ihc_jax.bench data --source folder:/photos \
+        --num-parallel-calls 1          # one core
+
+and the output has a line `input pipeline: N images/s (...)`, N counting
+the `image` key (each element also decodes a `reference`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from typing import Callable, Sequence
@@ -61,9 +71,14 @@ def bench_canny(batch: int, size: int, repeats: int) -> float:
   return _median_rate(jax.jit(canny.canny_edges), images, repeats)
 
 
-def bench_pipeline(batch: int, size: int, num_batches: int,
-                   repeats: int) -> float | str:
-  """Median images/s of the demo train stream, or why it could not run."""
+def bench_pipeline(batch: int, size: int, num_batches: int, repeats: int,
+                   source: str = "demo", num_parallel_calls: int = -1,
+                   cache: bool = False, tfds_data_dir: str | None = None,
+                   with_cpu: bool = False) -> float | tuple[float, float] | str:
+  """Median images/s of a source's train stream, or why it could not run.
+
+  With `with_cpu`: (median images/s, median CPU ms per image).
+  """
   try:
     from ihc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   except ImportError as error:
@@ -71,12 +86,21 @@ def bench_pipeline(batch: int, size: int, num_batches: int,
   if not hasattr(input_pipeline, "benchmark_pipeline"):
     return "skipped: ihc_jax.input_pipeline has no benchmark_pipeline()"
   data_config = input_pipeline.default_data_config()
-  data_config.source = "demo"
+  data_config.source = source
+  if source != "demo":
+    # The whole source feeds the train stream; eval is not timed.
+    data_config.eval_source = source
   data_config.image_size = size
   data_config.batch_size = batch
-  rates = [input_pipeline.benchmark_pipeline(data_config, num_batches)
+  data_config.num_parallel_calls = num_parallel_calls
+  data_config.cache = cache
+  data_config.tfds_data_dir = tfds_data_dir
+  rates = [input_pipeline.measure_pipeline(data_config, num_batches)
            for _ in range(repeats)]
-  return statistics.median(rates)
+  rate = statistics.median(r.images_per_s for r in rates)
+  if with_cpu:
+    return rate, statistics.median(r.cpu_ms_per_image for r in rates)
+  return rate
 
 
 def main(argv: Sequence[str]) -> None:
@@ -90,7 +114,34 @@ def main(argv: Sequence[str]) -> None:
   parser.add_argument("--pipeline-batches", type=int, default=20,
                       help="batches per input-pipeline run")
   parser.add_argument("--skip-pipeline", action="store_true")
+  parser.add_argument("--source", default=None,
+                      help="time only the train stream of this data source "
+                      "(folder:DIR, tfds:NAME[:SPLIT], demo)")
+  parser.add_argument("--num-parallel-calls", type=int, default=-1,
+                      help="data.num_parallel_calls (-1: AUTOTUNE)")
+  parser.add_argument("--cache", action="store_true", help="data.cache=True")
+  parser.add_argument("--tfds-data-dir", default=None,
+                      help="data.tfds_data_dir for tfds: sources")
   args = parser.parse_args(list(argv))
+  if args.source is not None:
+    rate = bench_pipeline(args.batch, args.size, args.pipeline_batches,
+                          args.repeats, source=args.source,
+                          num_parallel_calls=args.num_parallel_calls,
+                          cache=args.cache, tfds_data_dir=args.tfds_data_dir,
+                          with_cpu=True)
+    details = (f"{args.source}, batch {args.batch}, {args.size} px, "
+               f"num_parallel_calls={args.num_parallel_calls}, "
+               f"cache={args.cache}, {len(os.sched_getaffinity(0))} CPUs "
+               f"usable, median of {args.repeats}")
+    if isinstance(rate, str):
+      print(f"input pipeline: {rate} ({details})")
+      return
+    rate, cpu_ms = rate
+    print(f"input pipeline: {rate:.1f} images/s ({details})")
+    # Load-independent: what one image costs in CPU time (all threads).
+    print(f"input pipeline CPU: {cpu_ms:.2f} ms per image "
+          f"(<= {1000.0 / cpu_ms:.0f} images/s per fully used core)")
+    return
 
   device = jax.devices()[0]
   print(f"device: {device.platform} ({device.device_kind}), "

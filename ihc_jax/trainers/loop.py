@@ -25,6 +25,7 @@ from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
 import jax
+import jax.numpy as jnp
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 import ml_collections
@@ -37,7 +38,7 @@ from ihc_jax.trainers.checkpoints import (CHECKPOINT_DIR, StageCheckpointer,
                                           save_stage_config)
 from ihc_jax.trainers.config_schema import hparams
 from ihc_jax.trainers.grids import image_grid, save_png
-from ihc_jax.trainers.mesh import make_mesh, replicate
+from ihc_jax.trainers.mesh import make_mesh, replicate, replicated
 from ihc_jax.trainers.preemption import StopOnSigterm
 from ihc_jax.trainers.train_state import (Metrics, NonFiniteError, TrainState,
                                           Variables, init_state)
@@ -56,8 +57,8 @@ class Stage:
     train_step: `(state, batch, frozen, rng) -> (state, metrics)`; metrics are
       scalars (every weighted loss term, 'loss', 'nonfinite').
     frozen: pytree of frozen variables passed to every step.
-    eval_step: `(state, batch, frozen, rng) -> metrics` (per-batch means,
-      e.g. PSNR/SSIM) or None.
+    eval_step: `(state, batch, frozen, rng) -> metrics`, per-example [B]
+      values (e.g. PSNR/SSIM; see `EVAL_CONTRACT`), or None.
     sample_step: `(state, batch, frozen, rng) -> [images]`, the columns of
       the image grid ([B, H, W, 1 or 3] each, [0, 1] scale), or None.
     sample_titles: the titles of those columns.
@@ -84,21 +85,105 @@ def shard(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
   return input_pipeline.shard_batch(dict(batch), mesh)
 
 
+EVAL_CONTRACT = (
+    "eval_step(state, batch, frozen, rng) must return a dict name -> "
+    "per-example float32 array of shape [B] (B = the global eval batch, "
+    "e.g. metrics.psnr(..., reduction='none')); evaluate() averages it over "
+    "the examples whose batch['mask'] is 1")
+
+
+def _masked_sums(metrics: Mapping[str, jax.Array], mask: jax.Array
+                 ) -> tuple[dict[str, jax.Array], jax.Array]:
+  """(per metric sum over real examples, number of real examples).
+
+  `where`, not a product: a padded (all-zero) example may give inf or NaN
+  (PSNR of two equal images), and 0 * inf is NaN.
+  """
+  real = mask > 0
+  sums = {key: jnp.sum(jnp.where(real, value.astype(jnp.float32), 0.0))
+          for key, value in metrics.items()}
+  return sums, jnp.sum(real.astype(jnp.float32))
+
+
+def _check_per_example(metrics: Mapping[str, Any], batch_size: int) -> None:
+  if not isinstance(metrics, Mapping):
+    raise TypeError(f"eval_step returned {type(metrics).__name__}; "
+                    f"{EVAL_CONTRACT}")
+  for key, value in metrics.items():
+    shape = tuple(np.shape(value))
+    if shape != (batch_size,):
+      raise ValueError(
+          f"eval metric {key!r} has shape {shape}, expected ({batch_size},): "
+          f"{EVAL_CONTRACT}")
+
+
+def _agree_on_batches(eval_ds: Any) -> int | None:
+  """The number of eval batches; on several processes checks they agree."""
+  cardinality = None
+  if hasattr(eval_ds, "cardinality"):
+    cardinality = int(eval_ds.cardinality())
+    cardinality = cardinality if cardinality >= 0 else None
+  if jax.process_count() > 1:
+    # Each eval batch is a collective step: hosts with different counts hang.
+    multihost_utils.assert_equal(
+        np.int64(-1 if cardinality is None else cardinality),
+        "the eval datasets of the processes have different numbers of "
+        "batches; build them with input_pipeline.create_datasets")
+  return cardinality
+
+
 def evaluate(stage: Stage, state: TrainState, eval_ds: Any, mesh: Mesh,
-             num_batches: int, rng: jax.Array, eval_step: Callable) -> dict[str, float]:
-  """Mean of `eval_step` metrics over `num_batches` held-out batches."""
+             num_batches: int, rng: jax.Array, eval_step: Callable
+             ) -> dict[str, float]:
+  """Exact per-example means of `eval_step` metrics over held-out batches.
+
+  Each batch is a dict of per-host arrays with an optional `mask` [b]
+  (1.0 real example, 0.0 padding; absent -> all real), as
+  `input_pipeline.create_datasets` makes them: every host has the same
+  number of batches of the same shape, so every host runs the same steps.
+
+  Args:
+    stage: the stage (its `frozen` is passed to `eval_step`).
+    state: the train state.
+    eval_ds: the host's eval batches (tf.data.Dataset or an iterable).
+    mesh: the device mesh.
+    num_batches: at most this many batches (<= 0: all of them).
+    rng: folded with the batch index for each step.
+    eval_step: `(state, batch, frozen, rng) -> {name: [B] per-example}`.
+
+  Returns:
+    {"eval/<name>": sum over real examples / their number}, the same for
+    any batch size and any number of processes.
+
+  Raises:
+    ValueError: a metric is not per-example (see `EVAL_CONTRACT`), or the
+      eval set holds no real example.
+  """
+  total = _agree_on_batches(eval_ds)
+  if total is not None and 0 < num_batches < total:
+    logging.info("Evaluating on the first %d of %d eval batches.",
+                 num_batches, total)
+  # Replicated sums: every process can read them without a gather.
+  masked_sums = jax.jit(_masked_sums, out_shardings=replicated(mesh))
   sums: dict[str, float] = collections.defaultdict(float)
-  count = 0
+  count = 0.0
   for i, batch in enumerate(_numpy_iterator(eval_ds)):
-    if i >= num_batches:
+    if 0 < num_batches <= i:
       break
-    metrics = eval_step(state, shard(batch, mesh), stage.frozen,
+    batch = dict(batch)
+    if "mask" not in batch:
+      batch["mask"] = np.ones(len(next(iter(batch.values()))), np.float32)
+    sharded = shard(batch, mesh)
+    metrics = eval_step(state, sharded, stage.frozen,
                         jax.random.fold_in(rng, i))
-    for key, value in jax.device_get(metrics).items():
-      sums[key] += float(np.sum(value))
-    count += int(np.shape(batch["image"])[0])
+    _check_per_example(metrics, sharded["mask"].shape[0])
+    batch_sums, batch_count = jax.device_get(
+        masked_sums(dict(metrics), sharded["mask"]))
+    for key, value in batch_sums.items():
+      sums[key] += float(value)
+    count += float(batch_count)
   if count == 0:
-    raise ValueError("the evaluation split yielded no batch")
+    raise ValueError("the evaluation split yielded no (unmasked) example")
   return {f"eval/{k}": v / count for k, v in sums.items()}
 
 
