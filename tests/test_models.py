@@ -254,6 +254,15 @@ def _torch_conventions_check(torch):
       {f"c.{k}": v.detach().numpy() for k, v in conv.state_dict().items()}, spec)["params"]["c"]
   diffs["conv"] = np.abs(to_nhwc(conv(xt)) - ours.apply({"params": params}, x)).max()
 
+  for k in (3, 7):  # ReflectionPad2d + unpadded conv (E, U-Net up path)
+    conv = torch.nn.Conv2d(5, 3, k)
+    ours = layers.Conv2d(3, k, padding=k // 2, padding_mode="reflect")
+    params = convert_weights.apply_spec(
+        {f"c.{n}": v.detach().numpy() for n, v in conv.state_dict().items()}, spec)["params"]["c"]
+    reference = conv(torch.nn.ReflectionPad2d(k // 2)(xt))
+    diffs[f"reflect_conv{k}"] = np.abs(
+        to_nhwc(reference) - ours.apply({"params": params}, x)).max()
+
   bn = torch.nn.BatchNorm2d(5).eval()
   with torch.no_grad():
     bn.weight.uniform_(0.5, 1.5)
@@ -293,7 +302,23 @@ def test_layer_conventions_match_torch():
   torch.manual_seed(0)
   with torch.no_grad():
     diffs = _torch_conventions_check(torch)
-  assert set(diffs) == {"conv", "batch_norm", "reflect_pad", "upsample", "avg_pool",
-                        "instance_norm", "linear_nchw"}
+  assert set(diffs) == {"conv", "reflect_conv3", "reflect_conv7", "batch_norm", "reflect_pad",
+                        "upsample", "avg_pool", "instance_norm", "linear_nchw"}
   for name, value in diffs.items():
     assert value <= 1e-5, (name, value)
+
+
+def test_reflect_padded_conv_equals_reflect_pad_then_valid_conv():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 9, 7, 4)), jnp.float32)
+  for k in (1, 3, 7):
+    kernel = jnp.asarray(rng.standard_normal((k, k, 4, 5)), jnp.float32)
+    pad = k // 2
+    valid = jax.lax.conv_general_dilated(layers.reflect_pad(x, pad) if pad else x, kernel,
+                                         (1, 1), "VALID",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_array_equal(layers.reflect_padded_conv(x, kernel, pad), valid)
+  with pytest.raises(ValueError, match="reflect padding"):
+    layers.Conv2d(3, 3, stride=2, padding=1, padding_mode="reflect").init(
+        jax.random.PRNGKey(0), x)
+
