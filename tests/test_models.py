@@ -322,3 +322,8 @@ def test_reflect_padded_conv_equals_reflect_pad_then_valid_conv():
     layers.Conv2d(3, 3, stride=2, padding=1, padding_mode="reflect").init(
         jax.random.PRNGKey(0), x)
 
+
+def test_upsample_matches_jax_image_resize():
+  x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 5, 4, 3)), jnp.float32)
+  expected = jax.image.resize(x, (2, 10, 8, 3), method="bilinear")
+  np.testing.assert_allclose(layers.upsample_bilinear_2x(x), expected, atol=1e-6)

@@ -178,14 +178,31 @@ def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
   return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
 
 
+def _upsample_axis_2x(x: jax.Array, axis: int) -> jax.Array:
+  """Linear x2 upsampling of one axis with half-pixel centres, edge-clamped."""
+  n = x.shape[axis]
+  before = jnp.concatenate([jax.lax.slice_in_dim(x, 0, 1, axis=axis),
+                            jax.lax.slice_in_dim(x, 0, n - 1, axis=axis)], axis=axis)
+  after = jnp.concatenate([jax.lax.slice_in_dim(x, 1, n, axis=axis),
+                           jax.lax.slice_in_dim(x, n - 1, n, axis=axis)], axis=axis)
+  even = 0.75 * x + 0.25 * before
+  odd = 0.75 * x + 0.25 * after
+  shape = list(x.shape)
+  shape[axis] = 2 * n
+  return jnp.stack([even, odd], axis=axis + 1).reshape(shape)
+
+
 def upsample_bilinear_2x(x: jax.Array) -> jax.Array:
   """Upsample(scale_factor=2, mode='bilinear', align_corners=False) on NHWC.
 
-  `jax.image.resize` uses half-pixel centres and clamps at the border, which
-  is what PyTorch's align_corners=False does for integer upscaling.
+  With half-pixel centres, output pixel 2i (2i + 1) of each axis is
+  0.75 x[i] + 0.25 x[i - 1] (x[i + 1]), the neighbour index clamped at the
+  border, which is what PyTorch's align_corners=False does for x2 scaling.
+  Written as these two-tap sums rather than `jax.image.resize`, whose
+  bilinear resize contracts every axis with a dense [2n, n] weight matrix
+  (3x slower on XLA:CPU at 128 px); the two agree to float rounding.
   """
-  b, h, w, c = x.shape
-  return jax.image.resize(x, (b, 2 * h, 2 * w, c), method="bilinear")
+  return _upsample_axis_2x(_upsample_axis_2x(x, 1), 2)
 
 
 def avg_pool_exclude_pad(x: jax.Array, window: int, stride: int, padding: int) -> jax.Array:
