@@ -327,3 +327,24 @@ def test_upsample_matches_jax_image_resize():
   x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 5, 4, 3)), jnp.float32)
   expected = jax.image.resize(x, (2, 10, 8, 3), method="bilinear")
   np.testing.assert_allclose(layers.upsample_bilinear_2x(x), expected, atol=1e-6)
+
+
+def test_ihn_detail_output_is_expand_conv_then_1x1_conv(tiny):
+  """The fused detail conv equals the two official convs run in a row."""
+  net = models.build("ihn", tiny)
+  rng = np.random.default_rng(2)
+  halftone = jnp.asarray(rng.random((2, 64, 64, 1)), jnp.float32)
+  noise = jnp.asarray(rng.standard_normal((2, 64, 64, tiny.ihn.nz)), jnp.float32)
+  variables = net.init(jax.random.PRNGKey(0), halftone, noise, train=False)
+  params = variables["params"]
+  assert params["detail_expand"]["kernel"].shape == (3, 3, 8, 16)
+  assert params["detail_out"]["kernel"].shape == (1, 1, 16, 1)
+  (_, detail, _), state = net.apply(variables, halftone, noise, train=False,
+                                    capture_intermediates=True)
+  last_block = state["intermediates"][f"detail_block_{tiny.ihn.detail_blocks - 1}"]
+  x = last_block["__call__"][0]
+  conv = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1),
+                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  expanded = conv(x, params["detail_expand"]["kernel"], padding=((1, 1), (1, 1)))
+  expected = conv(expanded, params["detail_out"]["kernel"], padding="VALID")
+  np.testing.assert_allclose(detail, expected, rtol=1e-5, atol=1e-5)

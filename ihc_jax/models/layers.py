@@ -121,6 +121,27 @@ class Conv2d(nn.Module):
     return y
 
 
+class ConvKernel(nn.Module):
+  """The kernel of a bias-free `Conv2d` (same parameter and init), unapplied.
+
+  For convolutions that are composed before they run (two linear convs in a
+  row are one conv).
+
+  Attributes:
+    features: output channels.
+    kernel_size: square kernel side.
+  """
+  features: int
+  kernel_size: int
+
+  @nn.compact
+  def __call__(self, in_channels: int) -> jax.Array:
+    """Returns the [k, k, in_channels, features] kernel (HWIO)."""
+    k = self.kernel_size
+    return self.param("kernel", torch_uniform_init(in_channels * k * k),
+                      (k, k, in_channels, self.features))
+
+
 class Linear(nn.Module):
   """Fully connected layer with PyTorch's default initialisation.
 
