@@ -289,12 +289,13 @@ def _interleave(items: dict[str, tuple[Callable[[], Any], Callable[[], Any]]],
     jax_fn()
     print(f"  warmed up {name}", flush=True)
   samples = {name: ([], []) for name in items}
-  for _ in range(repeats):
+  for repeat in range(repeats):
     for name, fns in items.items():
       for side, fn in enumerate(fns):
         start = time.perf_counter()
         fn()
         samples[name][side].append(time.perf_counter() - start)
+    print(f"  repeat {repeat + 1}/{repeats} done", flush=True)
   return {name: (_median_seconds(t), _median_seconds(j)) for name, (t, j) in samples.items()}
 
 
