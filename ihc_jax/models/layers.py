@@ -23,6 +23,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 BN_MOMENTUM = 0.9
 NORM_EPSILON = 1e-5
@@ -242,9 +243,18 @@ def avg_pool_exclude_pad(x: jax.Array, window: int, stride: int, padding: int) -
   dims = (1, window, window, 1)
   strides = (1, stride, stride, 1)
   total = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, strides, pads)
-  ones = jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype)
-  count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, dims, strides, pads)
-  return total / count
+  # The number of real pixels per window depends on shapes only: computed
+  # here with numpy rather than as a reduce_window over a constant, which
+  # XLA constant-folds slowly (minutes when compiling D's training step).
+  counts = [_window_counts(n, window, stride, padding) for n in x.shape[1:3]]
+  count = np.outer(*counts).astype(np.float32)[None, :, :, None]
+  return total / jnp.asarray(count, x.dtype)
+
+
+def _window_counts(size: int, window: int, stride: int, padding: int) -> np.ndarray:
+  """Real (unpadded) cells covered by each pooling window along one axis."""
+  starts = np.arange((size + 2 * padding - window) // stride + 1) * stride - padding
+  return np.clip(starts + window, 0, size) - np.clip(starts, 0, size)
 
 
 def leaky_relu(x: jax.Array) -> jax.Array:
