@@ -254,6 +254,15 @@ def _torch_conventions_check(torch):
       {f"c.{k}": v.detach().numpy() for k, v in conv.state_dict().items()}, spec)["params"]["c"]
   diffs["conv"] = np.abs(to_nhwc(conv(xt)) - ours.apply({"params": params}, x)).max()
 
+  for k in (3, 7):  # ReflectionPad2d + unpadded conv (E, U-Net up path)
+    conv = torch.nn.Conv2d(5, 3, k)
+    ours = layers.Conv2d(3, k, padding=k // 2, padding_mode="reflect")
+    params = convert_weights.apply_spec(
+        {f"c.{n}": v.detach().numpy() for n, v in conv.state_dict().items()}, spec)["params"]["c"]
+    reference = conv(torch.nn.ReflectionPad2d(k // 2)(xt))
+    diffs[f"reflect_conv{k}"] = np.abs(
+        to_nhwc(reference) - ours.apply({"params": params}, x)).max()
+
   bn = torch.nn.BatchNorm2d(5).eval()
   with torch.no_grad():
     bn.weight.uniform_(0.5, 1.5)
@@ -293,7 +302,49 @@ def test_layer_conventions_match_torch():
   torch.manual_seed(0)
   with torch.no_grad():
     diffs = _torch_conventions_check(torch)
-  assert set(diffs) == {"conv", "batch_norm", "reflect_pad", "upsample", "avg_pool",
-                        "instance_norm", "linear_nchw"}
+  assert set(diffs) == {"conv", "reflect_conv3", "reflect_conv7", "batch_norm", "reflect_pad",
+                        "upsample", "avg_pool", "instance_norm", "linear_nchw"}
   for name, value in diffs.items():
     assert value <= 1e-5, (name, value)
+
+
+def test_reflect_padded_conv_equals_reflect_pad_then_valid_conv():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 9, 7, 4)), jnp.float32)
+  for k in (1, 3, 7):
+    kernel = jnp.asarray(rng.standard_normal((k, k, 4, 5)), jnp.float32)
+    pad = k // 2
+    valid = jax.lax.conv_general_dilated(layers.reflect_pad(x, pad) if pad else x, kernel,
+                                         (1, 1), "VALID",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_array_equal(layers.reflect_padded_conv(x, kernel, pad), valid)
+  with pytest.raises(ValueError, match="reflect padding"):
+    layers.Conv2d(3, 3, stride=2, padding=1, padding_mode="reflect").init(
+        jax.random.PRNGKey(0), x)
+
+
+def test_upsample_matches_jax_image_resize():
+  x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 5, 4, 3)), jnp.float32)
+  expected = jax.image.resize(x, (2, 10, 8, 3), method="bilinear")
+  np.testing.assert_allclose(layers.upsample_bilinear_2x(x), expected, atol=1e-6)
+
+
+def test_ihn_detail_output_is_expand_conv_then_1x1_conv(tiny):
+  """The fused detail conv equals the two official convs run in a row."""
+  net = models.build("ihn", tiny)
+  rng = np.random.default_rng(2)
+  halftone = jnp.asarray(rng.random((2, 64, 64, 1)), jnp.float32)
+  noise = jnp.asarray(rng.standard_normal((2, 64, 64, tiny.ihn.nz)), jnp.float32)
+  variables = net.init(jax.random.PRNGKey(0), halftone, noise, train=False)
+  params = variables["params"]
+  assert params["detail_expand"]["kernel"].shape == (3, 3, 8, 16)
+  assert params["detail_out"]["kernel"].shape == (1, 1, 16, 1)
+  (_, detail, _), state = net.apply(variables, halftone, noise, train=False,
+                                    capture_intermediates=True)
+  last_block = state["intermediates"][f"detail_block_{tiny.ihn.detail_blocks - 1}"]
+  x = last_block["__call__"][0]
+  conv = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1),
+                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  expanded = conv(x, params["detail_expand"]["kernel"], padding=((1, 1), (1, 1)))
+  expected = conv(expanded, params["detail_out"]["kernel"], padding="VALID")
+  np.testing.assert_allclose(detail, expected, rtol=1e-5, atol=1e-5)

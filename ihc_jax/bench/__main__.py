@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-SUITES = ("data", "models", "losses", "train", "inference")
+SUITES = ("data", "models", "losses", "train", "inference", "official")
 
 
 def main(argv: list[str]) -> None:

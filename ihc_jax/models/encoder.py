@@ -32,9 +32,11 @@ class EncoderResidualBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Returns x + residual(x)."""
-    out = layers.Conv2d(self.features, 3, name="conv1")(layers.reflect_pad(x, 1))
+    out = layers.Conv2d(self.features, 3, padding=1, padding_mode="reflect",
+                        name="conv1")(x)
     out = nn.relu(layers.instance_norm(out))
-    out = layers.Conv2d(self.features, 3, name="conv2")(layers.reflect_pad(out, 1))
+    out = layers.Conv2d(self.features, 3, padding=1, padding_mode="reflect",
+                        name="conv2")(out)
     return x + layers.instance_norm(out)
 
 
@@ -71,7 +73,8 @@ class ColorEncoder(nn.Module):
       raise ValueError(
           f"ColorEncoder needs height and width that are multiples of {step}, "
           f"got {image.shape[1]}x{image.shape[2]}")
-    x = layers.Conv2d(self.ngf, 7, name="conv_in")(layers.reflect_pad(image, 3))
+    x = layers.Conv2d(self.ngf, 7, padding=3, padding_mode="reflect",
+                      name="conv_in")(image)
     x = nn.relu(layers.instance_norm(x))
     features = self.ngf
     for i in range(self.num_downsamples):

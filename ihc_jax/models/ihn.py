@@ -5,7 +5,7 @@ fed with cat([halftone, noise map]) (no edge); its tanh output is the content
 map. Detail generation follows PRL: cat([content, halftone]) -> Conv3x3 (64)
 -> residual blocks (Conv3x3 -> ReLU -> Conv3x3, + identity) -> Conv3x3 (256)
 -> Conv1x1 (1). Every detail conv is bias-free with zero "same" padding and no
-normalisation. The output is content + detail, with no final tanh, so it can
+normalisation; the last two are run as one Conv3x3 with their product kernel. The output is content + detail, with no final tanh, so it can
 leave [0, 1] slightly.
 """
 
@@ -88,7 +88,15 @@ class InverseHalftoneNet(nn.Module):
                       name="detail_in")(x)
     for i in range(self.detail_blocks):
       x = DetailResidualBlock(self.detail_features, name=f"detail_block_{i}")(x)
-    x = layers.Conv2d(self.detail_expand, 3, padding=1, use_bias=False,
-                      name="detail_expand")(x)
-    detail = layers.Conv2d(1, 1, use_bias=False, name="detail_out")(x)
+    # Conv3x3 (detail_expand channels) then Conv1x1 (1 channel), bias-free
+    # with nothing in between, is one Conv3x3 whose kernel is the product of
+    # the two: same parameters, same gradients, without the
+    # detail_expand-channel full-resolution map (a fifth of the IHN's FLOPs).
+    expand = layers.ConvKernel(self.detail_expand, 3, name="detail_expand")(
+        self.detail_features)
+    project = layers.ConvKernel(1, 1, name="detail_out")(self.detail_expand)
+    kernel = jnp.einsum("hwie,eo->hwio", expand, project[0, 0])
+    detail = jax.lax.conv_general_dilated(
+        x, kernel.astype(x.dtype), (1, 1), ((1, 1), (1, 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return content, detail, content + detail

@@ -167,9 +167,9 @@ class UNet(nn.Module):
         out = jnp.concatenate([out, skips[level]], axis=-1)
       out = nn.relu(out)
       out = layers.upsample_bilinear_2x(out)
-      out = layers.reflect_pad(out, 1)
       features = self.output_channels if level == 0 else feats[level - 1]
-      out = layers.Conv2d(features, 3, name=f"up_{level}")(out)
+      out = layers.Conv2d(features, 3, padding=1, padding_mode="reflect",
+                          name=f"up_{level}")(out)
       if level == 0:
         out = jnp.tanh(out)
       else:

@@ -13,8 +13,9 @@ z, same edge maps) and prints the max-abs difference per network and for the
 whole test.py pipeline (original-code.md §4). Canny is excluded: the edge
 maps are computed once (OpenCV on the PyTorch side's images) and fed to both.
 
-torch is required; torchvision is not (a stub is installed if it is missing,
-because the official modules import it but only VGG19 uses it).
+torch is required; torchvision is not: the official modules are imported
+with `ihc_jax.tools.official_code.import_official` (shared with the
+side-by-side benchmark), whose two import shims are documented there.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,42 +33,13 @@ import numpy as np
 from ihc_jax import models
 from ihc_jax import weights
 from ihc_jax.tools import convert_weights
+from ihc_jax.tools.official_code import import_official
+
+__all__ = ["PARITY_NETWORKS", "TOLERANCE", "build_networks", "import_official",
+           "run_parity"]
 
 TOLERANCE = 1e-4
-
-
-def import_official(repo: str) -> dict[str, Any]:
-  """Imports the official model classes from a checkout at `repo`.
-
-  Args:
-    repo: folder holding `models/model_G_F.py` and `models/model_IHN.py`.
-
-  Returns:
-    {"IHNet", "Encoder", "G_Unet_add_input", "MultipleBasicBlock_4", "D"}.
-  """
-  repo = os.path.abspath(repo)
-  if not os.path.isfile(os.path.join(repo, "models", "model_IHN.py")):
-    raise FileNotFoundError(
-        f"{repo} is not a checkout of the official InverseHalftoneColorization "
-        "code (models/model_IHN.py not found)")
-  try:
-    import torchvision  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    stub = types.ModuleType("torchvision")
-    stub.models = types.ModuleType("torchvision.models")
-    stub.transforms = types.ModuleType("torchvision.transforms")
-    sys.modules.update({"torchvision": stub, "torchvision.models": stub.models,
-                        "torchvision.transforms": stub.transforms})
-  sys.path.insert(0, repo)
-  try:
-    import importlib  # pylint: disable=g-import-not-at-top
-    ihn_module = importlib.import_module("models.model_IHN")
-    gf_module = importlib.import_module("models.model_G_F")
-  finally:
-    sys.path.remove(repo)
-  return {"IHNet": ihn_module.IHNet, "Encoder": gf_module.Encoder,
-          "G_Unet_add_input": gf_module.G_Unet_add_input,
-          "MultipleBasicBlock_4": gf_module.MultipleBasicBlock_4, "D": gf_module.D}
+PARITY_NETWORKS = ("ihn", "encoder", "generator", "fusion", "discriminator")
 
 
 def _randomise_norms(module: Any, generator: Any) -> None:
@@ -85,6 +56,7 @@ def _randomise_norms(module: Any, generator: Any) -> None:
 
 
 def _numpy_state(module: Any) -> dict[str, np.ndarray]:
+  """A module's state dict as numpy arrays."""
   return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
 
 
@@ -107,27 +79,39 @@ def _canny(gray_nhwc: np.ndarray) -> np.ndarray:
   return out
 
 
-def run_parity(repo: str, weights_dir: str | None = None, size: int = 256,
-               seed: int = 0, batch: int = 1) -> dict[str, float]:
-  """Runs every network and the test.py pipeline in both implementations.
+def build_networks(official: dict[str, Any], *, weights_dir: str | None = None,
+                   size: int = 256, seed: int = 0,
+                   names: Sequence[str] = PARITY_NETWORKS
+                   ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+  """The official networks and ours, with the same weights, in eval mode.
 
   Args:
-    repo: official checkout.
-    weights_dir: folder with IHN.pth, E.pth, G.pth, F.pth (None: random).
-    size: image size (E's official Linear layers need 256).
-    seed: seed of weights and inputs.
-    batch: batch size.
+    official: `import_official(repo)`.
+    weights_dir: folder with IHN.pth, E.pth, G.pth, F.pth (None: random
+      weights, with random BatchNorm statistics and affine parameters).
+    size: image size; at sizes other than 256 the official E's two Linear
+      layers (fixed at 16384 inputs) are replaced by Linear layers of the
+      width that size needs (weights then random).
+    seed: seed of the random weights.
+    names: networks to build, from `PARITY_NETWORKS`.
 
   Returns:
-    Name -> max-abs difference (float32 outputs).
+    (torch modules, Flax modules, Flax variables), each keyed by our network
+    name.
   """
   import torch  # pylint: disable=g-import-not-at-top
   torch.manual_seed(seed)
   generator = torch.Generator().manual_seed(seed)
-  official = import_official(repo)
-  torch_nets = {"ihn": official["IHNet"](), "encoder": official["Encoder"](3, 3),
-                "generator": official["G_Unet_add_input"](),
-                "fusion": official["MultipleBasicBlock_4"](6), "discriminator": official["D"]()}
+  makers = {"ihn": lambda: official["IHNet"](),
+            "encoder": lambda: official["Encoder"](3, 3),
+            "generator": lambda: official["G_Unet_add_input"](),
+            "fusion": lambda: official["MultipleBasicBlock_4"](6),
+            "discriminator": lambda: official["D"]()}
+  torch_nets = {name: makers[name]() for name in names}
+  if "encoder" in torch_nets and size != 256:
+    width = 256 * (size // 32) ** 2
+    torch_nets["encoder"].fc = torch.nn.Linear(width, 8)
+    torch_nets["encoder"].fcVar = torch.nn.Linear(width, 8)
   files = {"ihn": "IHN.pth", "encoder": "E.pth", "generator": "G.pth", "fusion": "F.pth"}
   for name, net in torch_nets.items():
     if weights_dir and name in files:
@@ -145,6 +129,26 @@ def run_parity(repo: str, weights_dir: str | None = None, size: int = 256,
     reference = convert_weights.reference_variables(name, cfg, size)
     weights.validate_variables(converted, reference, source=f"converted {name}")
     variables[name] = jax.tree_util.tree_map(jnp.asarray, converted)
+  return torch_nets, flax_nets, variables
+
+
+def run_parity(repo: str, weights_dir: str | None = None, size: int = 256,
+               seed: int = 0, batch: int = 1) -> dict[str, float]:
+  """Runs every network and the test.py pipeline in both implementations.
+
+  Args:
+    repo: official checkout.
+    weights_dir: folder with IHN.pth, E.pth, G.pth, F.pth (None: random).
+    size: image size (E's official Linear layers need 256).
+    seed: seed of weights and inputs.
+    batch: batch size.
+
+  Returns:
+    Name -> max-abs difference (float32 outputs).
+  """
+  torch_nets, flax_nets, variables = build_networks(
+      import_official(repo), weights_dir=weights_dir, size=size, seed=seed)
+  import torch  # pylint: disable=g-import-not-at-top
 
   rng = np.random.default_rng(seed)
   halftone = (rng.random((batch, size, size, 1)) > 0.5).astype(np.float32)
