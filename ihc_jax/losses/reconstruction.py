@@ -84,6 +84,4 @@ def halftone_task_loss(color_halftone: jax.Array, target: jax.Array, *,
   Returns:
     float32 scalar, or [B].
   """
-  _common.check_same_shape("halftone_task_loss", color_halftone, target)
-  return _common.reduce(_common.distance(color_halftone, target, "l1"),
-                        reduction)
+  return recovery_l1_loss(color_halftone, target, reduction=reduction)
