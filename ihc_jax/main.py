@@ -60,8 +60,8 @@ def main(argv: list[str]) -> None:
   if config.trainer not in TRAINERS:
     raise app.UsageError(f"config.trainer={config.trainer!r} is not one of "
                          f"{sorted(TRAINERS)}")
-  logging.info("JAX process %d of %d, local devices %s", jax.process_index(),
-               jax.process_count(), jax.local_devices())
+  print(f"JAX process {jax.process_index()} of {jax.process_count()}, local "
+        f"devices {jax.local_devices()}", flush=True)
   trainer = importlib.import_module(TRAINERS[config.trainer])
   trainer.train_and_evaluate(config, _WORKDIR.value)
 

@@ -31,24 +31,11 @@ import json
 import os
 from collections.abc import Sequence
 
-from absl import app
-from absl import flags
+import argparse
+
 from absl import logging
 import ml_collections
 import numpy as np
-
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs go.")
-_SEEDS = flags.DEFINE_list(
-    "seeds", ["0", "1"], "Seeds of the `default` and `reconstruction only` "
-    "variants.")
-_ABLATION_SEEDS = flags.DEFINE_list(
-    "ablation_seeds", None, "Seeds of the leave-one-out variants (default: "
-    "--seeds).")
-_STEPS = flags.DEFINE_integer("steps", None,
-                              "Colour-stage steps (default: the demo's).")
-_VARIANTS = flags.DEFINE_list(
-    "variants", None, "Variants to run (default: all); e.g. default,-style.")
-flags.mark_flag_as_required("workdir")
 
 # Held-out figures reported per variant (eval/<name>).
 REPORTED = ("recovery_psnr", "recovery_ssim", "reference_chroma_dist",
@@ -208,27 +195,49 @@ def markdown(summary: dict, seeds: Sequence[int],
   return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  """The study's command line."""
+  parser = argparse.ArgumentParser(
+      prog="python -m ihc_jax.tools.loss_study",
+      description="Loss-balance study of the colour stage at demo scale.")
+  parser.add_argument("--workdir", required=True, help="Where the runs go.")
+  parser.add_argument("--seeds", default="0,1",
+                      help="Seeds of the default and reconstruction-only "
+                      "variants (comma-separated).")
+  parser.add_argument("--ablation_seeds", default=None,
+                      help="Seeds of the leave-one-out variants (default: "
+                      "--seeds).")
+  parser.add_argument("--steps", type=int, default=None,
+                      help="Colour-stage steps (default: the demo's).")
+  parser.add_argument("--variants", default=None,
+                      help="Variants to run, comma-separated (default: all), "
+                      "e.g. default,-style.")
+  return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  args = parse_args(argv)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")
   from configs import demo  # pylint: disable=g-import-not-at-top
   from ihc_jax.trainers import hist  # pylint: disable=g-import-not-at-top
   from ihc_jax.trainers import ihn  # pylint: disable=g-import-not-at-top
-  workdir = os.path.abspath(_WORKDIR.value)
+  workdir = os.path.abspath(args.workdir)
   ihn.train_and_evaluate(demo.stage_config("ihn"), os.path.join(workdir, "ihn"))
   hist.train_and_evaluate(demo.stage_config("hist"),
                           os.path.join(workdir, "hist"))
-  seeds = [int(s) for s in _SEEDS.value]
-  ablation_seeds = [int(s) for s in (_ABLATION_SEEDS.value or _SEEDS.value)]
-  config = _study_config(workdir, _STEPS.value)
+  seeds = [int(s) for s in args.seeds.split(",")]
+  ablation_seeds = ([int(s) for s in args.ablation_seeds.split(",")]
+                    if args.ablation_seeds else seeds)
+  config = _study_config(workdir, args.steps)
   weights = variants(config.loss)
-  if _VARIANTS.value:
-    unknown = sorted(set(_VARIANTS.value) - set(weights))
+  if args.variants:
+    chosen = args.variants.split(",")
+    unknown = sorted(set(chosen) - set(weights))
     if unknown:
-      raise app.UsageError(f"unknown variants {unknown}; have {sorted(weights)}")
-    weights = {k: weights[k] for k in _VARIANTS.value}
+      raise SystemExit(f"loss_study: unknown variants {unknown}; have "
+                       f"{sorted(weights)}")
+    weights = {k: weights[k] for k in chosen}
   plan = {name: (w, ablation_seeds if name.startswith("-") else seeds)
           for name, w in weights.items()}
   results = run_variants(config, plan,
@@ -244,4 +253,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()
