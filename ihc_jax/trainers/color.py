@@ -257,19 +257,25 @@ def generator_losses(params: dict[str, Any], variables: dict[str, Any],
   z_ref = models.sample_latent(keys[1], mu[b:], logvar[b:])
   z_r1 = jax.random.normal(keys[2], (b, nz))
   z_r2 = jax.random.normal(keys[3], (b, nz))
-  # One batched G pass: rec, ref, rand1, rand2 from the IHN gray, the colour
-  # halftone from the halftone, and ref again from a constant z_ref for the
-  # latent term (whose gradient must reach G only, not E through z_ref).
+  # One batched G pass: rec, ref, rand1, rand2 from the IHN gray, and the
+  # colour halftone from the halftone.
   out, g_batch_stats = linen_utils.apply_train(
       nets.generator, variables["generator"], params["generator"],
-      jnp.concatenate([data["ihn_gray"]] * 4 + [data["halftone"],
-                                                data["ihn_gray"]]),
-      jnp.concatenate([data["edge_gray"]] * 4 + [data["edge_halftone"],
-                                                 data["edge_gray"]]),
-      jnp.concatenate([z_rec, z_ref, z_r1, z_r2, z_rec,
-                       jax.lax.stop_gradient(z_ref)]),
+      jnp.concatenate([data["ihn_gray"]] * 4 + [data["halftone"]]),
+      jnp.concatenate([data["edge_gray"]] * 4 + [data["edge_halftone"]]),
+      jnp.concatenate([z_rec, z_ref, z_r1, z_r2, z_rec]),
       rng=keys[4], train=True)
-  rec, ref, rand1, rand2, color_ht, ref_for_latent = jnp.split(out, 6)
+  rec, ref, rand1, rand2, color_ht = jnp.split(out, 5)
+  # The latent term's gradient must reach G only: I_ref~ and I_rand again
+  # from constant codes in a G pass of their own (in the shared pass,
+  # train-mode BatchNorm statistics would carry it back to E through the
+  # encoded codes).
+  for_latent, _ = linen_utils.apply_train(
+      nets.generator, variables["generator"], params["generator"],
+      jnp.concatenate([data["ihn_gray"]] * 2),
+      jnp.concatenate([data["edge_gray"]] * 2),
+      jnp.concatenate([jax.lax.stop_gradient(z_ref), z_r1]),
+      rng=keys[4], train=True)
 
   terms = {
       "recovery_l1": losses.recovery_l1_loss(rec, image),
@@ -305,7 +311,7 @@ def generator_losses(params: dict[str, Any], variables: dict[str, Any],
   # term by shrinking both sides.
   mu_hat, _ = nets.encoder.apply(
       {"params": jax.lax.stop_gradient(params["encoder"])},
-      jnp.concatenate([ref_for_latent, rand1]))
+      for_latent)
   terms["latent"] = (
       losses.latent_loss(jax.lax.stop_gradient(z_ref), mu_hat[:b])
       + losses.latent_loss(z_r1, mu_hat[b:]))
