@@ -411,6 +411,24 @@ def colorize(state: common.TrainState, nets: Networks, gray: jax.Array,
                              gray, edge, z, train=False)
 
 
+def _schemes(state: common.TrainState, batch: dict[str, jax.Array],
+             frozen: dict[str, Any], rng: jax.Array, *, nets: Networks,
+             config: ml_collections.ConfigDict
+             ) -> tuple[dict[str, jax.Array], list[jax.Array]]:
+  """Prepared data and G's recovery (z = mu of E(I)), reference (z = mu of
+  E(I_ref)) and two random results, unclipped, in inference mode."""
+  data_key, z_key = jax.random.split(rng)
+  data = prepare(batch, frozen, data_key, nets=nets, config=config)
+  b = data["image"].shape[0]
+  mu, _ = linen_utils.apply_eval(nets.encoder, state.variables["encoder"],
+                                 jnp.concatenate([data["image"],
+                                                  data["reference"]]))
+  z = jnp.concatenate([mu, jax.random.normal(z_key, (2 * b, mu.shape[-1]))])
+  out = colorize(state, nets, jnp.concatenate([data["ihn_gray"]] * 4),
+                 jnp.concatenate([data["edge_gray"]] * 4), z)
+  return data, jnp.split(out, 4)
+
+
 def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
               frozen: dict[str, Any], rng: jax.Array, *, nets: Networks,
               config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
@@ -423,17 +441,10 @@ def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
     the random samples' difference, luma SSIM to the IHN gray, and saturated
     fraction beside the ground truth's.
   """
-  data_key, z_key = jax.random.split(rng)
-  data = prepare(batch, frozen, data_key, nets=nets, config=config)
+  data, outputs = _schemes(state, batch, frozen, rng, nets=nets,
+                           config=config)
   image, reference = data["image"], data["reference"]
-  b = image.shape[0]
-  mu, _ = linen_utils.apply_eval(nets.encoder, state.variables["encoder"],
-                              jnp.concatenate([image, reference]))
-  z = jnp.concatenate([mu, jax.random.normal(z_key, (2 * b, mu.shape[-1]))])
-  out = jnp.clip(colorize(state, nets, jnp.concatenate([data["ihn_gray"]] * 4),
-                          jnp.concatenate([data["edge_gray"]] * 4), z),
-                 0.0, 1.0)
-  rec, ref, rand1, rand2 = jnp.split(out, 4)
+  rec, ref, rand1, rand2 = (jnp.clip(x, 0.0, 1.0) for x in outputs)
   gray3 = color_space.gray_to_rgb(jnp.clip(data["ihn_gray"], 0.0, 1.0))
   blur = color_space.gray_to_rgb(baselines.blur_baseline(
       data["halftone"], config.halftone))
@@ -462,16 +473,8 @@ def sample_step(state: common.TrainState, batch: dict[str, jax.Array],
                 frozen: dict[str, Any], rng: jax.Array, *, nets: Networks,
                 config: ml_collections.ConfigDict) -> list[jax.Array]:
   """The columns of the sample grid (`SAMPLE_TITLES`)."""
-  data_key, z_key = jax.random.split(rng)
-  data = prepare(batch, frozen, data_key, nets=nets, config=config)
-  b = data["image"].shape[0]
-  mu, _ = linen_utils.apply_eval(nets.encoder, state.variables["encoder"],
-                              jnp.concatenate([data["image"],
-                                               data["reference"]]))
-  z = jnp.concatenate([mu, jax.random.normal(z_key, (2 * b, mu.shape[-1]))])
-  rec, ref, rand1, rand2 = jnp.split(
-      colorize(state, nets, jnp.concatenate([data["ihn_gray"]] * 4),
-               jnp.concatenate([data["edge_gray"]] * 4), z), 4)
+  data, (rec, ref, rand1, rand2) = _schemes(state, batch, frozen, rng,
+                                            nets=nets, config=config)
   return [data["halftone"], data["ihn_gray"], rec, data["reference"], ref,
           rand1, rand2, data["image"]]
 
