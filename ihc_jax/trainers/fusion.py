@@ -35,6 +35,7 @@ from ihc_jax import color as color_space
 from ihc_jax import losses
 from ihc_jax import metrics
 from ihc_jax import models
+from ihc_jax.models import fusion as fusion_lib
 from ihc_jax.trainers import baselines
 from ihc_jax.trainers import common
 from ihc_jax.trainers import defaults
@@ -43,6 +44,7 @@ from ihc_jax.trainers import linen_utils
 
 FROZEN = ("ihn", "encoder", "generator")
 TERMS = ("l1", "perceptual", "adversarial")
+FUSION_INITS = ("average", "random")
 VGG_TERMS = ("perceptual",)
 SCHEMES = ("recovery", "reference", "random")
 
@@ -78,13 +80,20 @@ def default_config() -> ml_collections.ConfigDict:
   })
   config.init_from = ml_collections.ConfigDict(
       {"fusion": "", "discriminator": ""})
+  # F's starting point: "average" (F(a, b) = (a + b) / 2 at step 0,
+  # `models.fusion.average_init`; F has no global skip and from a random
+  # start a short run ends below its better input) or "random" (the
+  # framework's default initialisation).
+  config.fusion_init = "average"
   return config
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks `config` against `default_config()` (keys, types, choices, paths,
   loss terms)."""
-  common.validate_config(config, default_config(), choices=defaults.CHOICES,
+  common.validate_config(config, default_config(),
+                         choices=dict(defaults.CHOICES,
+                                      fusion_init=FUSION_INITS),
                          required=defaults.required_keys(config, VGG_TERMS))
   losses.check_loss_weights(config.loss, TERMS, stage="fusion")
 
@@ -120,11 +129,23 @@ def trained_networks(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 
 def init_variables(key: jax.Array, *, nets: Networks, size: int,
-                   trained: tuple[str, ...]) -> dict[str, Any]:
-  """Fresh variables of F (and D) for `size` x `size` images."""
+                   trained: tuple[str, ...],
+                   fusion_init: str = "average") -> dict[str, Any]:
+  """Fresh variables of F (and D) for `size` x `size` images.
+
+  `fusion_init="average"` starts F at the mean of its two inputs
+  (`models.fusion.average_init`), "random" at the default initialisation.
+  """
+  if fusion_init not in FUSION_INITS:
+    raise ValueError(f"fusion_init must be one of {FUSION_INITS}, "
+                     f"got {fusion_init!r}")
   keys = jax.random.split(key)
   image = jnp.zeros((1, size, size, 3), jnp.float32)
-  out = {"fusion": linen_utils.init_variables(nets.fusion, keys[0], image, image)}
+  fusion_vars = linen_utils.init_variables(nets.fusion, keys[0], image, image)
+  if fusion_init == "average":
+    fusion_vars = dict(fusion_vars,
+                       params=fusion_lib.average_init(fusion_vars["params"]))
+  out = {"fusion": fusion_vars}
   if "discriminator" in trained:
     out["discriminator"] = linen_utils.init_variables(
         nets.discriminator, keys[1], image, train=False)
@@ -346,7 +367,7 @@ def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
       name="fusion",
       init_variables=functools.partial(
           init_variables, nets=nets, size=config.data.image_size,
-          trained=trained),
+          trained=trained, fusion_init=config.fusion_init),
       optimizers=optimizers,
       train_step=functools.partial(train_step, optimizers=optimizers, **bound),
       frozen=frozen,
