@@ -223,6 +223,115 @@ def _histograms(nets: Networks, frozen: dict[str, Any],
       nets.histogram.apply, frozen["histogram"], jnp.clip(images, 0.0, 1.0))
 
 
+def _generate(params: dict[str, Any], variables: dict[str, Any],
+              data: dict[str, jax.Array], keys: jax.Array, *, nets: Networks
+              ) -> tuple[dict[str, jax.Array], Any]:
+  """E's codes and every G output of one step (train mode).
+
+  One batched G pass gives rec, ref, rand1, rand2 (from the IHN gray) and
+  the colour halftone (from the halftone). The latent term's inputs come
+  from a G pass of their own on constant codes: in the shared pass,
+  train-mode BatchNorm statistics would carry its gradient back to E.
+
+  Returns:
+    (outputs, G's new batch_stats); outputs has 'mu', 'logvar', 'z_rec',
+    'z_ref', 'z_r1', 'z_r2', 'rec', 'ref', 'rand1', 'rand2', 'color_ht',
+    'for_latent'.
+  """
+  image = data["image"]
+  b = image.shape[0]
+  nz = nets.generator.nz
+  mu, logvar = nets.encoder.apply({"params": params["encoder"]},
+                                  jnp.concatenate([image, data["reference"]]))
+  codes = dict(z_rec=models.sample_latent(keys[0], mu[:b], logvar[:b]),
+               z_ref=models.sample_latent(keys[1], mu[b:], logvar[b:]),
+               z_r1=jax.random.normal(keys[2], (b, nz)),
+               z_r2=jax.random.normal(keys[3], (b, nz)))
+  out, g_batch_stats = linen_utils.apply_train(
+      nets.generator, variables["generator"], params["generator"],
+      jnp.concatenate([data["ihn_gray"]] * 4 + [data["halftone"]]),
+      jnp.concatenate([data["edge_gray"]] * 4 + [data["edge_halftone"]]),
+      jnp.concatenate([codes["z_rec"], codes["z_ref"], codes["z_r1"],
+                       codes["z_r2"], codes["z_rec"]]),
+      rng=keys[4], train=True)
+  rec, ref, rand1, rand2, color_ht = jnp.split(out, 5)
+  for_latent, _ = linen_utils.apply_train(
+      nets.generator, variables["generator"], params["generator"],
+      jnp.concatenate([data["ihn_gray"]] * 2),
+      jnp.concatenate([data["edge_gray"]] * 2),
+      jnp.concatenate([jax.lax.stop_gradient(codes["z_ref"]), codes["z_r1"]]),
+      rng=keys[4], train=True)
+  return dict(codes, mu=mu, logvar=logvar, rec=rec, ref=ref, rand1=rand1,
+              rand2=rand2, color_ht=color_ht, for_latent=for_latent), \
+      g_batch_stats
+
+
+def _feature_terms(g: dict[str, jax.Array], data: dict[str, jax.Array],
+                   frozen: dict[str, Any], active: set[str], *,
+                   config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """Structure, style and mode seeking (one VGG pass shared by them)."""
+  terms = {}
+  ms = config.mode_seeking
+  image = data["image"]
+  if active & set(_vgg_terms(config)):
+    layer = config.perceptual.layer
+    feats = losses.vgg_features(
+        frozen["vgg19"]["params"],
+        jnp.concatenate([g["rec"], g["ref"], g["rand1"], g["rand2"], image,
+                         data["reference"]]),
+        layers=(layer,), normalization=config.model.vgg19.normalization)[layer]
+    f_rec, f_ref, f_rand1, f_rand2, f_image, f_reference = jnp.split(feats, 6)
+    f_image = jax.lax.stop_gradient(f_image)
+    f_reference = jax.lax.stop_gradient(f_reference)
+    terms["structure"] = losses.structure_loss_from_features(
+        g["rand1"], image, f_rand1, f_image)
+    terms["style"] = (losses.style_loss_from_features(f_rec, f_image)
+                      + losses.style_loss_from_features(f_ref, f_reference))
+    if ms.distance == "gram":
+      terms["mode_seeking"] = losses.mode_seeking_loss_from_features(
+          f_rand1, f_rand2, g["z_r1"], g["z_r2"], distance="gram",
+          form=ms.form, tau=ms.tau)
+  if ms.distance == "pixel":
+    terms["mode_seeking"] = losses.mode_seeking_loss_from_features(
+        g["rand1"], g["rand2"], g["z_r1"], g["z_r2"], distance="pixel",
+        form=ms.form, tau=ms.tau)
+  return terms
+
+
+def _critic_terms(params: dict[str, Any], variables: dict[str, Any],
+                  g: dict[str, jax.Array], data: dict[str, jax.Array],
+                  frozen: dict[str, Any], active: set[str], *,
+                  nets: Networks, config: ml_collections.ConfigDict
+                  ) -> dict[str, jax.Array]:
+  """Latent regression, adversarial, self-similarity and histogram terms."""
+  image, b = data["image"], data["image"].shape[0]
+  # Latent regression updates G only (as BicycleGAN): E is applied with
+  # frozen parameters to outputs of constant codes (`_generate`), so E
+  # cannot satisfy the term by shrinking both sides.
+  mu_hat, _ = nets.encoder.apply(
+      {"params": jax.lax.stop_gradient(params["encoder"])}, g["for_latent"])
+  terms = {"latent": (
+      losses.latent_loss(jax.lax.stop_gradient(g["z_ref"]), mu_hat[:b])
+      + losses.latent_loss(g["z_r1"], mu_hat[b:]))}
+  if "adversarial" in active:
+    fake_logits = nets.discriminator.apply(
+        variables["discriminator"], jnp.concatenate([g["rec"], g["rand1"]]),
+        jnp.concatenate([g["z_rec"], g["z_r1"]]), train=True,
+        mutable=["batch_stats"])[0]
+    terms["adversarial"] = losses.generator_adversarial_loss(
+        fake_logits, mode=config.adversarial_mode)
+  if "self_similarity" in active:
+    terms["self_similarity"] = losses.self_similarity_loss(
+        jnp.concatenate([g["rec"], g["ref"], g["rand1"]]),
+        jnp.concatenate([image] * 3))
+  if "histogram" in active:
+    hists = _histograms(nets, frozen, jnp.concatenate([g["rec"], g["ref"]]))
+    targets = jax.lax.stop_gradient(_histograms(
+        nets, frozen, jnp.concatenate([image, data["reference"]])))
+    terms["histogram"] = losses.histogram_loss_from_histograms(hists, targets)
+  return terms
+
+
 def generator_losses(params: dict[str, Any], variables: dict[str, Any],
                      data: dict[str, jax.Array], frozen: dict[str, Any],
                      rng: jax.Array, loss_weights: dict[str, Any] | None = None,
@@ -247,95 +356,24 @@ def generator_losses(params: dict[str, Any], variables: dict[str, Any],
   """
   active = {name for name in TERMS if config.loss[name] > 0}
   weights = dict(config.loss) if loss_weights is None else dict(loss_weights)
-  keys = jax.random.split(rng, 5)
-  image, reference = data["image"], data["reference"]
-  b = image.shape[0]
-  nz = nets.generator.nz
-  mu, logvar = nets.encoder.apply({"params": params["encoder"]},
-                                  jnp.concatenate([image, reference]))
-  z_rec = models.sample_latent(keys[0], mu[:b], logvar[:b])
-  z_ref = models.sample_latent(keys[1], mu[b:], logvar[b:])
-  z_r1 = jax.random.normal(keys[2], (b, nz))
-  z_r2 = jax.random.normal(keys[3], (b, nz))
-  # One batched G pass: rec, ref, rand1, rand2 from the IHN gray, and the
-  # colour halftone from the halftone.
-  out, g_batch_stats = linen_utils.apply_train(
-      nets.generator, variables["generator"], params["generator"],
-      jnp.concatenate([data["ihn_gray"]] * 4 + [data["halftone"]]),
-      jnp.concatenate([data["edge_gray"]] * 4 + [data["edge_halftone"]]),
-      jnp.concatenate([z_rec, z_ref, z_r1, z_r2, z_rec]),
-      rng=keys[4], train=True)
-  rec, ref, rand1, rand2, color_ht = jnp.split(out, 5)
-  # The latent term's gradient must reach G only: I_ref~ and I_rand again
-  # from constant codes in a G pass of their own (in the shared pass,
-  # train-mode BatchNorm statistics would carry it back to E through the
-  # encoded codes).
-  for_latent, _ = linen_utils.apply_train(
-      nets.generator, variables["generator"], params["generator"],
-      jnp.concatenate([data["ihn_gray"]] * 2),
-      jnp.concatenate([data["edge_gray"]] * 2),
-      jnp.concatenate([jax.lax.stop_gradient(z_ref), z_r1]),
-      rng=keys[4], train=True)
-
+  g, g_batch_stats = _generate(params, variables, data,
+                               jax.random.split(rng, 5), nets=nets)
   terms = {
-      "recovery_l1": losses.recovery_l1_loss(rec, image),
-      "reference_mse": losses.reference_mse_loss(ref, data["example"]),
-      "halftone_task": losses.halftone_task_loss(color_ht,
+      "recovery_l1": losses.recovery_l1_loss(g["rec"], data["image"]),
+      "reference_mse": losses.reference_mse_loss(g["ref"], data["example"]),
+      "halftone_task": losses.halftone_task_loss(g["color_ht"],
                                                  data["color_halftone"]),
-      "kl": losses.kl_loss(mu, logvar),
+      "kl": losses.kl_loss(g["mu"], g["logvar"]),
   }
-  ms = config.mode_seeking
-  if active & set(_vgg_terms(config)):
-    # One VGG pass shared by the structure, style and mode-seeking terms.
-    layer = config.perceptual.layer
-    feats = losses.vgg_features(
-        frozen["vgg19"]["params"],
-        jnp.concatenate([rec, ref, rand1, rand2, image, reference]),
-        layers=(layer,), normalization=config.model.vgg19.normalization)[layer]
-    f_rec, f_ref, f_rand1, f_rand2, f_image, f_reference = jnp.split(feats, 6)
-    f_image = jax.lax.stop_gradient(f_image)
-    f_reference = jax.lax.stop_gradient(f_reference)
-    terms["structure"] = losses.structure_loss_from_features(
-        rand1, image, f_rand1, f_image)
-    terms["style"] = (losses.style_loss_from_features(f_rec, f_image)
-                      + losses.style_loss_from_features(f_ref, f_reference))
-    if ms.distance == "gram":
-      terms["mode_seeking"] = losses.mode_seeking_loss_from_features(
-          f_rand1, f_rand2, z_r1, z_r2, distance="gram", form=ms.form,
-          tau=ms.tau)
-  if ms.distance == "pixel":
-    terms["mode_seeking"] = losses.mode_seeking_loss_from_features(
-        rand1, rand2, z_r1, z_r2, distance="pixel", form=ms.form, tau=ms.tau)
-  # Latent regression updates G only (as BicycleGAN): E is applied with
-  # frozen parameters and the codes are constants, so E cannot satisfy the
-  # term by shrinking both sides.
-  mu_hat, _ = nets.encoder.apply(
-      {"params": jax.lax.stop_gradient(params["encoder"])},
-      for_latent)
-  terms["latent"] = (
-      losses.latent_loss(jax.lax.stop_gradient(z_ref), mu_hat[:b])
-      + losses.latent_loss(z_r1, mu_hat[b:]))
-  if "adversarial" in active:
-    fake_logits = nets.discriminator.apply(
-        variables["discriminator"], jnp.concatenate([rec, rand1]),
-        jnp.concatenate([z_rec, z_r1]), train=True,
-        mutable=["batch_stats"])[0]
-    terms["adversarial"] = losses.generator_adversarial_loss(
-        fake_logits, mode=config.adversarial_mode)
-  if "self_similarity" in active:
-    terms["self_similarity"] = losses.self_similarity_loss(
-        jnp.concatenate([rec, ref, rand1]), jnp.concatenate([image] * 3))
-  if "histogram" in active:
-    hists = _histograms(nets, frozen, jnp.concatenate([rec, ref]))
-    targets = jax.lax.stop_gradient(
-        _histograms(nets, frozen, jnp.concatenate([image, reference])))
-    terms["histogram"] = losses.histogram_loss_from_histograms(hists, targets)
+  terms.update(_feature_terms(g, data, frozen, active, config=config))
+  terms.update(_critic_terms(params, variables, g, data, frozen, active,
+                             nets=nets, config=config))
   terms = {name: value for name, value in terms.items() if name in active}
   total, weighted = losses.weighted_total(
       {name: weights[name] for name in active}, terms)
   fakes = jax.lax.stop_gradient(dict(
-      images=jnp.concatenate([rec, rand1]),
-      z=jnp.concatenate([z_rec, z_r1]), real_z=z_rec))
+      images=jnp.concatenate([g["rec"], g["rand1"]]),
+      z=jnp.concatenate([g["z_rec"], g["z_r1"]]), real_z=g["z_rec"]))
   return total, (weighted, g_batch_stats, fakes)
 
 
