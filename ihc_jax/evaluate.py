@@ -53,7 +53,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from ihc_jax import color
+from ihc_jax import colorspace
 from ihc_jax import metrics
 from ihc_jax.eval import fid as fid_lib
 from ihc_jax.eval import inception as inception_lib
@@ -338,7 +338,7 @@ def evaluate(config: Any, workdir: str, *, pipeline: Any = None,
     truth = images[start:start + batch_size]
     b = len(truth)
     key, ht_key, ex_key = jax.random.split(key, 3)
-    gray = np.asarray(color.rgb_to_gray(truth))
+    gray = np.asarray(colorspace.rgb_to_gray(truth))
     ht = np.asarray(halftone.synthesize(ht_key, gray, halftone_config))
     seed = int(settings.seed) + start
     result = pipeline.colorize(ht, truth, num_samples=int(settings.num_random),
