@@ -245,10 +245,10 @@ def _batch_size(config: Any, settings: ml_collections.ConfigDict) -> int:
   return batch_size
 
 
-def _score_random_scheme(scorer: scoring.Scorer, result: Any, baseline: Callable,
-                         ihn_gray: np.ndarray, references: np.ndarray,
-                         key: jax.Array, rng: np.random.Generator
-                         ) -> jax.Array:
+def _score_random_scheme(scorer: scoring.Scorer, result: Any,
+                         baseline: Callable, ihn_gray: np.ndarray,
+                         references: np.ndarray, key: jax.Array,
+                         rng: np.random.Generator) -> jax.Array:
   """Random codes (random references for the baseline); returns the key."""
   inter = result.intermediates
   budget = scorer.pairs_left
@@ -286,7 +286,8 @@ def _score_reference_scheme(scorer: scoring.Scorer, pipeline: Any,
     scorer.generated("ihn_c", scoring.clip(res.intermediates["ref_forward"]))
     scorer.generated("c_ihn", scoring.clip(res.intermediates["ref_inverse"]))
     key, sub = jax.random.split(key)
-    scorer.generated("ihn_exemplar", scoring.clip(baseline(ihn_gray, refs, sub)))
+    scorer.generated("ihn_exemplar",
+                     scoring.clip(baseline(ihn_gray, refs, sub)))
   return key
 
 
@@ -311,8 +312,8 @@ def _score_batch(scorer: scoring.Scorer, pipeline: Any, baseline: Callable,
   scorer.recovery("full", scoring.clip(result.reference), truth)
   scorer.recovery("ihn_c", scoring.clip(inter["ref_forward"]), truth)
   scorer.recovery("c_ihn", scoring.clip(inter["ref_inverse"]), truth)
-  scorer.recovery("ihn_exemplar", scoring.clip(baseline(ihn_gray, truth, ex_key)),
-                  truth)
+  scorer.recovery("ihn_exemplar",
+                  scoring.clip(baseline(ihn_gray, truth, ex_key)), truth)
   key = _score_random_scheme(scorer, result, baseline, ihn_gray, references,
                              key, rng)
   return _score_reference_scheme(scorer, pipeline, baseline, ht, ihn_gray,

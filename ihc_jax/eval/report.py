@@ -1,4 +1,4 @@
-"""eval_results.{json,md}: the evaluation results as JSON and a Markdown table."""
+"""eval_results.{json,md}: evaluation results as JSON and a Markdown table."""
 
 from __future__ import annotations
 

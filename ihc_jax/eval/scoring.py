@@ -49,7 +49,7 @@ def clip(x: Any) -> np.ndarray:
 
 
 def finite_or_none(value: float) -> float | None:
-  """`value` as a float, or None (JSON null) where it is missing or not finite."""
+  """`value` as a float; None (JSON null) if it is missing or not finite."""
   return float(value) if value is not None and math.isfinite(value) else None
 
 
