@@ -21,6 +21,7 @@ pixel is decoded.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import tempfile
@@ -246,3 +247,88 @@ def list_images(folder: str | os.PathLike) -> list[str]:
           and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS):
         found.append(os.path.join(root, name))
   return found
+
+
+# --------------------------------------------------------------------------
+# Decoding and listing for the training data (ihc_jax.data).
+
+TRAIN_IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff",
+                          ".webp")
+# Errors PIL raises for unreadable or broken image data.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError,
+                 Image.DecompressionBombError)
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+  """PIL image -> uint8 [H,W,3] or float32 [H,W,3] in [0, 1]."""
+  if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    # 16-bit gray (PNG/TIFF): full scale is 65535.
+    gray = np.asarray(image, dtype=np.float32) / 65535.0
+    return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=-1)
+  if image.mode == "F":
+    # Float TIFFs are taken to be in [0, 1] already.
+    gray = np.asarray(image, dtype=np.float32)
+    return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=-1)
+  has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+      image.mode == "P" and "transparency" in image.info)
+  if has_alpha:
+    # Composite on white: fully transparent pixels often hold black RGB.
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+    alpha = rgba[..., 3:]
+    rgb = rgba[..., :3] * alpha + (1.0 - alpha)
+    return np.round(rgb * 255.0).astype(np.uint8)
+  return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def decode_image(data: bytes, min_short_side: int | None = None) -> np.ndarray:
+  """Decodes encoded image bytes to RGB.
+
+  Gray images are replicated to three channels, RGBA is composited on white,
+  16-bit gray is scaled by 1/65535 (PIL reduces 16-bit colour PNGs to 8 bits).
+
+  Args:
+    data: the encoded file contents.
+    min_short_side: if set, JPEGs may be decoded at a reduced scale (DCT
+      scaling, 1/2 to 1/8) as long as the shorter side stays >= this; much
+      faster for large photographs that are shrunk anyway.
+
+  Returns:
+    uint8 [H,W,3] (8-bit sources) or float32 [H,W,3] in [0, 1].
+
+  Raises:
+    OSError, ValueError, SyntaxError, EOFError: unreadable data.
+  """
+  with Image.open(io.BytesIO(data)) as image:
+    if min_short_side and image.format == "JPEG":
+      width, height = image.size
+      scale = min_short_side / min(width, height)
+      if scale < 1:
+        image.draft("RGB", (int(np.ceil(width * scale)),
+                            int(np.ceil(height * scale))))
+    image.load()
+    array = _pil_to_array(image)
+  if array.shape[0] < 1 or array.shape[1] < 1:
+    raise ValueError(f"empty image of shape {array.shape}")
+  return array
+
+
+def list_image_files(root: str) -> list[str]:
+  """Image files below `root`, recursive, sorted by relative path.
+
+  Args:
+    root: a folder.
+
+  Returns:
+    Absolute paths of files with an image extension (any case).
+
+  Raises:
+    FileNotFoundError: `root` is not a folder.
+  """
+  if not os.path.isdir(root):
+    raise FileNotFoundError(f"image folder {root!r} does not exist")
+  found = []
+  for directory, _, files in os.walk(root):
+    for name in files:
+      if os.path.splitext(name)[1].lower() in TRAIN_IMAGE_EXTENSIONS:
+        found.append(os.path.relpath(os.path.join(directory, name), root))
+  return [os.path.join(os.path.abspath(root), rel) for rel in sorted(found)]
