@@ -24,8 +24,9 @@ Sources (`data_config.source`, `reference_source`, `eval_source`):
 
 * `demo`: the photographs embedded in installed packages (ihc_jax.data.demo),
   train = `demo.TRAIN_NAMES`, eval = `demo.EVAL_NAMES`.
-* `folder:<path>`: every image below <path> (recursive; jpg, jpeg, png, webp,
-  bmp, tif, tiff in any case), sorted by relative path.
+* `folder:<path>`: every image below <path> (`image_io.list_image_files`:
+  recursive; bmp, gif, jpeg, jpg, pbm, pgm, png, pnm, ppm, tif, tiff, webp
+  in any case; hidden files and folders skipped), sorted by relative path.
 * `tfds:<name>[:<split>]`: a TFDS data set that is already prepared in
   `data_config.tfds_data_dir` (never downloaded unless
   `data_config.tfds_download=True`).
@@ -81,7 +82,7 @@ from ihc_jax.data import tf_setup  # pylint: disable=unused-import
 
 # Names this module has always offered; they live in ihc_jax.data and
 # ihc_jax.image_io now.
-IMAGE_EXTENSIONS = image_io.TRAIN_IMAGE_EXTENSIONS
+IMAGE_EXTENSIONS = image_io.IMAGE_EXTENSIONS
 decode_image = image_io.decode_image
 list_image_files = image_io.list_image_files
 resize_short_side = crops.resize_short_side

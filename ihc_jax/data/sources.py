@@ -219,11 +219,11 @@ def _indexed(kind: str, arg: str, image_size: int,
     pairs = demo.demo_images("all")
     return IndexedSource([n for n, _ in pairs], [a for _, a in pairs],
                          image_size, True)
-  paths = image_io.list_image_files(arg)
+  paths = [os.path.abspath(p) for p in image_io.list_image_files(arg)]
   if not paths:
     raise ValueError(
         f"image folder {arg!r} holds no files with extensions "
-        f"{image_io.TRAIN_IMAGE_EXTENSIONS}")
+        f"{image_io.IMAGE_EXTENSIONS}")
   stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
   return IndexedSource(stems, paths, image_size, cache)
 

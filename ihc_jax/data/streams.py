@@ -98,7 +98,8 @@ def _encoded_stream(source: sources.TfdsSource, words: Sequence[int],
 
 
 # Extensions PIL decodes in the train stream: TensorFlow has no op for them.
-_PIL_ONLY_EXTENSIONS = (".tif", ".tiff", ".webp")
+_PIL_ONLY_EXTENSIONS = (".pbm", ".pgm", ".pnm", ".ppm", ".tif", ".tiff",
+                        ".webp")
 _NATIVE, _PIL = 0, 1
 
 
