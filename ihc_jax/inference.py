@@ -50,6 +50,7 @@ from PIL import Image
 from ihc_jax import cascade
 from ihc_jax import models
 from ihc_jax import tiling
+from ihc_jax import weights
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +275,6 @@ class Pipeline:
       model_config: network sizes; the official sizes by default.
       **kwargs: passed to the constructor.
     """
-    from ihc_jax import weights  # pylint: disable=g-import-not-at-top
     folder = os.fspath(folder)
     missing = [f"{f} ({n})" for n, f in OFFICIAL_FILES.items()
                if not _weight_file(folder, n)]
@@ -393,7 +393,6 @@ class Pipeline:
 
     `Pipeline.load(folder)` reads them back; no training code is needed.
     """
-    from ihc_jax import weights  # pylint: disable=g-import-not-at-top
     folder = os.fspath(folder)
     for name, file in OFFICIAL_FILES.items():
       weights.save_variables(os.path.join(folder, file),
@@ -661,10 +660,11 @@ def init_random_variables(model_config: Any, *, seed: int = 0,
                           ) -> dict[str, Any]:
   """Random-weight variables of the four networks (tests and benchmarks).
 
-  Shapes come from `jax.eval_shape` of each network's init (nothing is
-  compiled, which keeps this fast for official-size networks); kernels are
-  N(0, 1 / fan_in), biases 0, BatchNorm scales 1 with running mean 0 and
-  variance 1.
+  `weights.random_variables_like(..., init="lecun_normal")` of each
+  network's `jax.eval_shape` (nothing is compiled, which keeps this fast for
+  official-size networks), drawn from one generator in `NETWORKS` order:
+  kernels N(0, 1 / fan_in), biases 0, BatchNorm scales 1 with running mean
+  0 and variance 1.
 
   Args:
     model_config: sections ihn, generator, encoder, fusion.
@@ -676,24 +676,14 @@ def init_random_variables(model_config: Any, *, seed: int = 0,
   """
   examples = _example_inputs(model_config, image_size)
   rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name == "kernel":
-      fan_in = int(np.prod(leaf.shape[:-1]))
-      return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(
-          leaf.dtype)
-    if name in ("scale", "var"):
-      return np.ones(leaf.shape, leaf.dtype)
-    return np.zeros(leaf.shape, leaf.dtype)
-
   variables = {}
   for name in NETWORKS:
     network = models.build(name, model_config[name])
     shapes = jax.eval_shape(
         functools.partial(network.init, **_TRAIN_KWARG[name]),
         jax.random.PRNGKey(0), *examples[name])
-    variables[name] = jax.tree_util.tree_map_with_path(fill, shapes)
+    variables[name] = weights.random_variables_like(shapes, seed=rng,
+                                                    init="lecun_normal")
   return variables
 
 
