@@ -138,7 +138,7 @@ def collect_inputs(inputs: Sequence[str], out_dir: str
       # are not inputs; an --out equal to the input folder excludes nothing.
       skip = (_inside(out_dir, item)
               and os.path.realpath(out_dir) != os.path.realpath(item))
-      files = [f for f in image_io.list_images(item)
+      files = [f for f in image_io.list_image_files(item)
                if not (skip and _inside(f, out_dir))]
       if not files:
         failures.append((item, "folder holds no image files"))

@@ -41,8 +41,6 @@ the batch size. The multi-process evaluation during training is
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 import math
 import os
@@ -53,24 +51,21 @@ import jax
 import ml_collections
 import numpy as np
 
-from ihc_jax import color
-from ihc_jax import metrics
-from ihc_jax.eval import fid as fid_lib
+from ihc_jax import colorspace
 from ihc_jax.eval import inception as inception_lib
 from ihc_jax.eval import lpips as lpips_lib
+from ihc_jax.eval import report
+from ihc_jax.eval import scoring
 from ihc_jax.eval import weights_io
 
 logger = logging.getLogger(__name__)
 
-RESULTS_JSON = "eval_results.json"
-RESULTS_MD = "eval_results.md"
-# (key, title); keys are also the JSON row ids.
-ROWS = (
-    ("full", "Full pipeline (IHN + C + F)"),
-    ("ihn_c", "IHN -> C only"),
-    ("c_ihn", "C -> IHN only"),
-    ("ihn_exemplar", "IHN + exemplar transfer (no trained colorizer)"),
-)
+# Public names of this module that live in the scoring and report modules.
+ROWS = scoring.ROWS
+RESULTS_JSON = report.RESULTS_JSON
+RESULTS_MD = report.RESULTS_MD
+results_markdown = report.results_markdown
+write_results = report.write_results
 
 
 def default_settings() -> ml_collections.ConfigDict:
@@ -204,24 +199,125 @@ def load_eval_images(config: Any, num_images: int
   return images.astype(np.float32), references.astype(np.float32)
 
 
-class _Row:
-  """Running sums of one table row."""
-
-  def __init__(self):
-    self.psnr: list[float] = []
-    self.ssim: list[float] = []
-    self.pairs: list[float] = []
-    self.features: list[np.ndarray] = []
-    self.random_features: list[np.ndarray] = []
-    self.num_generated = 0
+def _check_single_process() -> None:
+  if jax.process_count() > 1:
+    raise RuntimeError(
+        f"ihc_jax.evaluate runs in a single process; this is process "
+        f"{jax.process_index()} of {jax.process_count()}. Run it once, "
+        "without JAX_NUM_PROCESSES / jax.distributed.initialize.")
 
 
-def _clip(x: Any) -> np.ndarray:
-  return np.clip(np.asarray(x, np.float32), 0.0, 1.0)
+def _exemplar_baseline(settings: ml_collections.ConfigDict) -> Callable[
+    [np.ndarray, np.ndarray, jax.Array], Any]:
+  """Exemplar transfer with `settings.exemplar_samples` samples."""
+  from ihc_jax import exemplar  # pylint: disable=g-import-not-at-top
+
+  def baseline(gray, refs, key):
+    return exemplar.exemplar_transfer(
+        gray, refs, num_samples=int(settings.exemplar_samples), key=key)
+  return baseline
 
 
-def _finite_or_none(value: float) -> float | None:
-  return float(value) if value is not None and math.isfinite(value) else None
+def _held_out_images(config: Any, settings: ml_collections.ConfigDict,
+                     images: np.ndarray | None,
+                     references: np.ndarray | None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """The images to score and the references of the reference scheme."""
+  if images is None:
+    images, loaded_refs = load_eval_images(config, int(settings.num_images))
+    references = loaded_refs if references is None else references
+  images = np.asarray(images, np.float32)
+  if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
+    raise ValueError(f"images must be [N, H, W, 3] with N >= 1, got shape "
+                     f"{images.shape}")
+  if settings.num_images >= 0:
+    images = images[:settings.num_images]
+  if references is None:
+    references = np.roll(images, 1, axis=0)
+  return images, np.asarray(references, np.float32)
+
+
+def _batch_size(config: Any, settings: ml_collections.ConfigDict) -> int:
+  batch_size = int(settings.batch_size)
+  if batch_size <= 0:
+    data = config.get("data", {}) if config is not None else {}
+    batch_size = int(data.get("eval_batch_size", 8))
+  return batch_size
+
+
+def _score_random_scheme(scorer: scoring.Scorer, result: Any,
+                         baseline: Callable, ihn_gray: np.ndarray,
+                         references: np.ndarray, key: jax.Array,
+                         rng: np.random.Generator) -> jax.Array:
+  """Random codes (random references for the baseline); returns the key."""
+  inter = result.intermediates
+  budget = scorer.pairs_left
+  randoms = [f"rand{k + 1}" for k in range(int(scorer.settings.num_random))]
+  scorer.random("full", [scoring.clip(result.samples[:, k])
+                         for k in range(len(randoms))], budget)
+  scorer.random("ihn_c", [scoring.clip(inter[f"{c}_forward"]) for c in randoms],
+                budget)
+  scorer.random("c_ihn", [scoring.clip(inter[f"{c}_inverse"]) for c in randoms],
+                budget)
+  b = len(ihn_gray)
+  random_refs = []
+  for _ in randoms:
+    key, sub = jax.random.split(key)
+    picks = references[rng.integers(0, len(references), size=b)]
+    random_refs.append(scoring.clip(baseline(ihn_gray, picks, sub)))
+  scorer.random("ihn_exemplar", random_refs, budget)
+  scorer.pairs_left -= min(budget, b * math.comb(len(randoms), 2))
+  return key
+
+
+def _score_reference_scheme(scorer: scoring.Scorer, pipeline: Any,
+                            baseline: Callable, ht: np.ndarray,
+                            ihn_gray: np.ndarray, references: np.ndarray,
+                            start: int, seed: int, key: jax.Array
+                            ) -> jax.Array:
+  """Other images' references as codes; returns the key."""
+  b = len(ihn_gray)
+  for k in range(int(scorer.settings.num_references)):
+    index = (np.arange(start, start + b) + 1 + k) % len(references)
+    refs = references[index]
+    res = pipeline.colorize(ht, refs, num_samples=0, seed=seed + 1 + k,
+                            return_intermediates=True)
+    scorer.generated("full", scoring.clip(res.reference))
+    scorer.generated("ihn_c", scoring.clip(res.intermediates["ref_forward"]))
+    scorer.generated("c_ihn", scoring.clip(res.intermediates["ref_inverse"]))
+    key, sub = jax.random.split(key)
+    scorer.generated("ihn_exemplar",
+                     scoring.clip(baseline(ihn_gray, refs, sub)))
+  return key
+
+
+def _score_batch(scorer: scoring.Scorer, pipeline: Any, baseline: Callable,
+                 halftone_config: Any, truth: np.ndarray,
+                 references: np.ndarray, start: int, key: jax.Array,
+                 rng: np.random.Generator) -> jax.Array:
+  """Scores the three schemes on one batch of images; returns the key."""
+  from ihc_jax import halftone  # pylint: disable=g-import-not-at-top
+  settings = scorer.settings
+  key, ht_key, ex_key = jax.random.split(key, 3)
+  gray = np.asarray(colorspace.rgb_to_gray(truth))
+  ht = np.asarray(halftone.synthesize(ht_key, gray, halftone_config))
+  seed = int(settings.seed) + start
+  result = pipeline.colorize(ht, truth, num_samples=int(settings.num_random),
+                             seed=seed, return_intermediates=True)
+  inter = result.intermediates
+  ihn_gray = scoring.clip(inter["ihn_gray"])
+  scorer.gray(ihn_gray, gray)
+  scorer.real(truth)
+  # Recovery scheme.
+  scorer.recovery("full", scoring.clip(result.reference), truth)
+  scorer.recovery("ihn_c", scoring.clip(inter["ref_forward"]), truth)
+  scorer.recovery("c_ihn", scoring.clip(inter["ref_inverse"]), truth)
+  scorer.recovery("ihn_exemplar",
+                  scoring.clip(baseline(ihn_gray, truth, ex_key)), truth)
+  key = _score_random_scheme(scorer, result, baseline, ihn_gray, references,
+                             key, rng)
+  return _score_reference_scheme(scorer, pipeline, baseline, ht, ihn_gray,
+                                 references, start, seed, key)
 
 
 def evaluate(config: Any, workdir: str, *, pipeline: Any = None,
@@ -250,230 +346,34 @@ def evaluate(config: Any, workdir: str, *, pipeline: Any = None,
   Returns:
     The results dict that is written to eval_results.json.
   """
-  from ihc_jax import halftone  # pylint: disable=g-import-not-at-top
-  if jax.process_count() > 1:
-    raise RuntimeError(
-        f"ihc_jax.evaluate runs in a single process; this is process "
-        f"{jax.process_index()} of {jax.process_count()}. Run it once, "
-        "without JAX_NUM_PROCESSES / jax.distributed.initialize.")
+  _check_single_process()
   config = stage_config_of(config)
   settings = settings_from_config(config, **overrides)
   if baseline is None:
-    from ihc_jax import exemplar  # pylint: disable=g-import-not-at-top
-
-    def baseline(gray, refs, key):
-      return exemplar.exemplar_transfer(
-          gray, refs, num_samples=int(settings.exemplar_samples), key=key)
+    baseline = _exemplar_baseline(settings)
   if pipeline is None:
     from ihc_jax import inference  # pylint: disable=g-import-not-at-top
     pipeline = inference.Pipeline.load(workdir)
-  if images is None:
-    images, loaded_refs = load_eval_images(config, int(settings.num_images))
-    references = loaded_refs if references is None else references
-  images = np.asarray(images, np.float32)
-  if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
-    raise ValueError(f"images must be [N, H, W, 3] with N >= 1, got shape "
-                     f"{images.shape}")
-  if settings.num_images >= 0:
-    images = images[:settings.num_images]
-  if references is None:
-    references = np.roll(images, 1, axis=0)
-  references = np.asarray(references, np.float32)
+  images, references = _held_out_images(config, settings, images, references)
   lpips_net, inception, missing = load_metric_networks(settings)
   if settings.num_random < 2:
     missing.setdefault("Diversity (LPIPS)",
                        "Diversity needs eval.num_random >= 2")
 
   n = len(images)
-  batch_size = int(settings.batch_size)
-  if batch_size <= 0:
-    data = config.get("data", {}) if config is not None else {}
-    batch_size = int(data.get("eval_batch_size", 8))
-  rows = {key: _Row() for key, _ in ROWS}
-  gray_psnr, gray_ssim = [], []
-  real_features = []
-  pairs_left = int(settings.diversity_pairs)
+  batch_size = _batch_size(config, settings)
+  scorer = scoring.Scorer(settings, lpips_net, inception)
   rng = np.random.default_rng(int(settings.seed))
   key = jax.random.PRNGKey(int(settings.seed))
   halftone_config = config.get("halftone") if config is not None else None
-
-  def features(x: np.ndarray) -> np.ndarray | None:
-    if inception is None:
-      return None
-    return inception_lib.inception_features(
-        inception, x, batch_size=int(settings.inception_batch_size))
-
-  def score_generated(row: _Row, generated: np.ndarray,
-                      random: bool = False) -> None:
-    row.num_generated += len(generated)
-    feats = features(generated)
-    if feats is not None:
-      row.features.append(feats)
-      if random:
-        row.random_features.append(feats)
-
-  def score_recovery(row: _Row, recovered: np.ndarray, truth: np.ndarray):
-    row.psnr += list(np.asarray(metrics.psnr(recovered, truth,
-                                             reduction="none")))
-    row.ssim += list(np.asarray(metrics.ssim(recovered, truth,
-                                             reduction="none")))
-    score_generated(row, recovered)
-
-  def score_random(row: _Row, samples: list[np.ndarray], budget: int) -> None:
-    for sample in samples:
-      score_generated(row, sample, random=True)
-    if lpips_net is None or budget <= 0:
-      return
-    net, variables = lpips_net
-    distances = []
-    for i, j in itertools.combinations(range(len(samples)), 2):
-      distances.append(np.asarray(lpips_lib.lpips_distance(
-          variables, samples[i], samples[j], net=net)))
-    if distances:
-      # Pair order: image by image, then sample pair (i, j).
-      per_image = np.stack(distances, axis=1).reshape(-1)
-      row.pairs += list(per_image[:budget])
-
   for start in range(0, n, batch_size):
     truth = images[start:start + batch_size]
-    b = len(truth)
-    key, ht_key, ex_key = jax.random.split(key, 3)
-    gray = np.asarray(color.rgb_to_gray(truth))
-    ht = np.asarray(halftone.synthesize(ht_key, gray, halftone_config))
-    seed = int(settings.seed) + start
-    result = pipeline.colorize(ht, truth, num_samples=int(settings.num_random),
-                               seed=seed, return_intermediates=True)
-    inter = result.intermediates
-    ihn_gray = _clip(inter["ihn_gray"])
-    gray_psnr += list(np.asarray(metrics.psnr(ihn_gray, gray,
-                                              reduction="none")))
-    gray_ssim += list(np.asarray(metrics.ssim(ihn_gray, gray,
-                                              reduction="none")))
-    real = features(truth)
-    if real is not None:
-      real_features.append(real)
-    # Recovery scheme.
-    score_recovery(rows["full"], _clip(result.reference), truth)
-    score_recovery(rows["ihn_c"], _clip(inter["ref_forward"]), truth)
-    score_recovery(rows["c_ihn"], _clip(inter["ref_inverse"]), truth)
-    score_recovery(rows["ihn_exemplar"], _clip(baseline(ihn_gray, truth,
-                                                        ex_key)), truth)
-    # Random scheme.
-    budget = pairs_left
-    randoms = [f"rand{k + 1}" for k in range(int(settings.num_random))]
-    score_random(rows["full"], [_clip(result.samples[:, k])
-                                for k in range(len(randoms))], budget)
-    score_random(rows["ihn_c"], [_clip(inter[f"{c}_forward"])
-                                 for c in randoms], budget)
-    score_random(rows["c_ihn"], [_clip(inter[f"{c}_inverse"])
-                                 for c in randoms], budget)
-    random_refs = []
-    for _ in randoms:
-      key, sub = jax.random.split(key)
-      picks = references[rng.integers(0, len(references), size=b)]
-      random_refs.append(_clip(baseline(ihn_gray, picks, sub)))
-    score_random(rows["ihn_exemplar"], random_refs, budget)
-    pairs_left -= min(budget, b * math.comb(len(randoms), 2))
-    # Reference scheme: other images' references.
-    for k in range(int(settings.num_references)):
-      index = (np.arange(start, start + b) + 1 + k) % len(references)
-      refs = references[index]
-      res = pipeline.colorize(ht, refs, num_samples=0, seed=seed + 1 + k,
-                              return_intermediates=True)
-      score_generated(rows["full"], _clip(res.reference))
-      score_generated(rows["ihn_c"], _clip(res.intermediates["ref_forward"]))
-      score_generated(rows["c_ihn"], _clip(res.intermediates["ref_inverse"]))
-      key, sub = jax.random.split(key)
-      score_generated(rows["ihn_exemplar"], _clip(baseline(ihn_gray, refs,
-                                                           sub)))
-    logger.info("evaluated %d / %d images", start + b, n)
-
-  results = {
-      "workdir": os.fspath(workdir),
-      "num_images": n,
-      "settings": settings.to_dict(),
-      "ihn_gray": {"psnr": _finite_or_none(np.mean(gray_psnr)),
-                   "ssim": _finite_or_none(np.mean(gray_ssim))},
-      "rows": [],
-      "missing": missing,
-  }
-  real = np.concatenate(real_features) if real_features else None
-  for key_name, title in ROWS:
-    row = rows[key_name]
-    entry = {"key": key_name, "method": title,
-             "psnr": _finite_or_none(np.mean(row.psnr)),
-             "ssim": _finite_or_none(np.mean(row.ssim)),
-             "diversity": (_finite_or_none(np.mean(row.pairs))
-                           if row.pairs else None),
-             "diversity_pairs": len(row.pairs),
-             "num_generated": row.num_generated,
-             "fid": None, "fid_random": None, "kid": None, "kid_std": None}
-    if real is not None and row.features:
-      fake = np.concatenate(row.features)
-      random_fake = (np.concatenate(row.random_features)
-                     if row.random_features else np.zeros((0, 1)))
-      if len(real) >= 2 and len(random_fake) >= 2:
-        entry["fid_random"] = fid_lib.fid_from_features(real, random_fake)
-      if len(real) >= 2 and len(fake) >= 2:
-        entry["fid"] = fid_lib.fid_from_features(real, fake)
-        size = min(int(settings.kid_subset_size), len(real), len(fake))
-        kid, kid_std = fid_lib.kernel_inception_distance(
-            real, fake, subsets=int(settings.kid_subsets), subset_size=size,
-            seed=int(settings.seed))
-        entry.update(kid=kid, kid_std=kid_std, kid_subset_size=size)
-    results["rows"].append(entry)
+    key = _score_batch(scorer, pipeline, baseline, halftone_config, truth,
+                       references, start, key, rng)
+    logger.info("evaluated %d / %d images", start + len(truth), n)
+  results = scoring.results(scorer, workdir, n, missing)
   write_results(results, output_dir or os.fspath(workdir))
   return results
-
-
-def _fmt(value: float | None, digits: int) -> str:
-  return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def results_markdown(results: dict[str, Any]) -> str:
-  """The results as a Markdown table in the paper's columns."""
-  lines = [
-      f"# Evaluation of {results['workdir']}",
-      "",
-      f"{results['num_images']} held-out images. PSNR/SSIM: recovery scheme "
-      "vs ground truth. Diversity: mean LPIPS over pairs of random-scheme "
-      "colorizations of the same input. FID/KID: colorizations of all three "
-      "schemes vs the real images (paper Table 1); FID random only: the "
-      "random scheme alone (paper Fig. 4).",
-      "",
-      "| Method | PSNR↑ | SSIM↑ | Diversity↑ | FID↓ | KID↓ "
-      "| FID random only↓ |",
-      "|---|---|---|---|---|---|---|",
-  ]
-  for row in results["rows"]:
-    lines.append(
-        f"| {row['method']} | {_fmt(row['psnr'], 4)} | {_fmt(row['ssim'], 4)} "
-        f"| {_fmt(row['diversity'], 4)} | {_fmt(row['fid'], 2)} "
-        f"| {_fmt(row['kid'], 4)} | {_fmt(row['fid_random'], 2)} |")
-  gray = results["ihn_gray"]
-  lines += ["", f"IHN gray vs true gray: PSNR {_fmt(gray['psnr'], 4)} dB, "
-            f"SSIM {_fmt(gray['ssim'], 4)}."]
-  counts = ", ".join(f"{r['key']}: {r['num_generated']} images, "
-                     f"{r['diversity_pairs']} pairs" for r in results["rows"])
-  lines += ["", f"Generated per row: {counts}."]
-  if results["missing"]:
-    lines += ["", "## Missing metrics", ""]
-    for name, message in results["missing"].items():
-      lines.append(f"- {name}: {message}")
-  settings = results["settings"]
-  shown = {k: v for k, v in settings.items()}
-  lines += ["", "## Settings", "", "```", json.dumps(shown, indent=2,
-                                                     sort_keys=True), "```", ""]
-  return "\n".join(lines)
-
-
-def write_results(results: dict[str, Any], folder: str) -> None:
-  """Writes eval_results.json and eval_results.md into `folder`."""
-  os.makedirs(folder, exist_ok=True)
-  with open(os.path.join(folder, RESULTS_JSON), "w") as f:
-    json.dump(results, f, indent=2, sort_keys=True)
-  with open(os.path.join(folder, RESULTS_MD), "w") as f:
-    f.write(results_markdown(results))
 
 
 def main(argv: Sequence[str]) -> None:

@@ -23,7 +23,7 @@ are matched in chunks so memory stays at chunk x num_samples floats.
 import jax
 import jax.numpy as jnp
 
-from ihc_jax import color
+from ihc_jax import colorspace
 
 # Chroma scales tried (largest first) to keep a transferred colour in gamut.
 _CHROMA_SCALES = (1.0, 0.75, 0.5, 0.25, 0.0)
@@ -98,7 +98,7 @@ def _fit_gamut(lightness: jnp.ndarray, chroma: jnp.ndarray) -> jnp.ndarray:
       jnp.broadcast_to(lightness[..., None, None],
                        lightness.shape + (len(_CHROMA_SCALES), 1)),
       chroma[..., None, :] * scales], axis=-1)
-  rgb = color.lab_to_rgb(lab, clip=False)
+  rgb = colorspace.lab_to_rgb(lab, clip=False)
   inside = jnp.all((rgb >= -_GAMUT_TOLERANCE)
                    & (rgb <= 1.0 + _GAMUT_TOLERANCE), axis=-1)
   # The largest in-gamut scale; scale 0 (gray) is always in gamut.
@@ -149,8 +149,8 @@ def exemplar_transfer(target_gray: jnp.ndarray, reference_rgb: jnp.ndarray,
   batch, height, width, _ = target_gray.shape
   ref_height, ref_width = reference_rgb.shape[1:3]
 
-  target_l = color.rgb_to_lab(color.gray_to_rgb(target_gray))[..., 0]
-  reference_lab = color.rgb_to_lab(reference_rgb)
+  target_l = colorspace.rgb_to_lab(colorspace.gray_to_rgb(target_gray))[..., 0]
+  reference_lab = colorspace.rgb_to_lab(reference_rgb)
   reference_l = reference_lab[..., 0]
 
   # Luminance remapping (Hertzmann et al.): match the target's statistics.

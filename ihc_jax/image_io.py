@@ -17,10 +17,17 @@ a side. Pillow's decompression-bomb guard (`PIL.Image.MAX_IMAGE_PIXELS`,
 about 89 Mpx warns, twice that refuses) is left in place; an image it refuses
 is reported as an `ImageError` too. Both checks run on the header, before any
 pixel is decoded.
+
+The training data (`ihc_jax.data`) and the CLIs share this module's lister,
+`list_image_files` (`IMAGE_EXTENSIONS`, hidden files skipped), and its
+pixel decoder, `pil_to_array`; the training stream reads encoded bytes with
+`decode_image` (RGB, 8-bit data kept as uint8, JPEG draft scaling, no EXIF
+rotation, as the native TensorFlow path), the CLI files with `read_image`.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import tempfile
@@ -34,8 +41,12 @@ logger = logging.getLogger(__name__)
 
 MIN_SIDE = 16
 MAX_SIDE = 20000
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif",
-                    ".webp", ".ppm", ".pgm", ".pbm", ".pnm")
+# Every extension the training data or the CLI reads (by PIL, any case).
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pbm", ".pgm", ".png",
+                    ".pnm", ".ppm", ".tif", ".tiff", ".webp")
+# Modes of 16-bit (or 32-bit) integer and floating-point data.
+_INT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
 _SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG",
                  ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
                  ".webp": "WEBP"}
@@ -74,42 +85,72 @@ def _check_size(path: str, width: int, height: int) -> None:
         f"{MAX_SIDE} px on a side (crop or downscale the scan first)")
 
 
-def _to_float(path: str, img: Image.Image) -> np.ndarray:
-  """Converts a loaded PIL image to float32 [H, W, 1|3] in [0, 1]."""
-  mode = img.mode
-  if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-    data = np.asarray(img).astype(np.float32)
+def pil_to_array(image: Image.Image, *, path: str = "image data",
+                 log_notes: bool = False) -> np.ndarray:
+  """Converts a loaded PIL image to an array on the [0, 1] scale.
+
+  The one pixel decoder of ihc_jax (training data and CLI). Transparent
+  images are composited on white (transparent pixels often hold black RGB),
+  16-bit gray is scaled by 1/65535, palette, CMYK and other modes are
+  converted to RGB.
+
+  Args:
+    image: a loaded PIL image.
+    path: names the image in errors and notes.
+    log_notes: log (INFO) the conversions that change the data.
+
+  Returns:
+    uint8 [H,W,1|3] for 8-bit data (0..255), float32 [H,W,1|3] in [0, 1]
+    for 16-bit, floating-point and composited images; one channel for gray
+    modes (L, 1, LA, La, I;16, I, F), three otherwise.
+
+  Raises:
+    ImageError: integer data outside [0, 65535], or NaN/inf in a float image.
+  """
+  def note(message: str) -> None:
+    if log_notes:
+      logger.info("%s: %s", path, message)
+
+  mode = image.mode
+  if mode in _INT_MODES:
+    data = np.asarray(image).astype(np.float32)
     if data.max(initial=0) > 65535 or data.min(initial=0) < 0:
       raise ImageError(path, "32-bit integer image with values outside "
                        "[0, 65535] is not supported")
-    logger.info("%s: 16-bit image scaled to [0, 1]", path)
+    note("16-bit image scaled to [0, 1]")
     return (data / 65535.0)[..., None]
   if mode == "F":
-    data = np.asarray(img, dtype=np.float32)
+    data = np.asarray(image, dtype=np.float32)
     if not np.all(np.isfinite(data)):
       raise ImageError(path, "floating-point image contains NaN or inf")
-    if data.min() < 0 or data.max() > 1:
-      logger.info("%s: floating-point image clipped to [0, 1]", path)
+    if np.any(data < 0) or np.any(data > 1):
+      note("floating-point image clipped to [0, 1]")
     return np.clip(data, 0.0, 1.0)[..., None]
   if mode == "P":
-    img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    mode = img.mode
-  if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-    logger.info("%s: transparent image composited on white", path)
-    rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+    image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    mode = image.mode
+  if mode in _ALPHA_MODES:
+    note("transparent image composited on white")
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
     alpha = rgba[..., 3:]
     rgb = rgba[..., :3] * alpha + (1.0 - alpha)
     return rgb if mode in ("RGBA", "PA", "RGBa") else rgb[..., :1]
   if mode == "CMYK":
-    logger.info("%s: CMYK image converted to RGB", path)
-    img = img.convert("RGB")
+    note("CMYK image converted to RGB")
+    image = image.convert("RGB")
   elif mode == "1":
-    img = img.convert("L")
+    image = image.convert("L")
   elif mode not in ("L", "RGB"):
-    logger.info("%s: %s image converted to RGB", path, mode)
-    img = img.convert("RGB")
-  data = np.asarray(img, dtype=np.float32) / 255.0
+    note(f"{mode} image converted to RGB")
+    image = image.convert("RGB")
+  data = np.asarray(image, dtype=np.uint8)
   return data[..., None] if data.ndim == 2 else data
+
+
+def _unit_float(data: np.ndarray) -> np.ndarray:
+  if data.dtype == np.uint8:
+    return data.astype(np.float32) / 255.0
+  return data
 
 
 def _to_channels(data: np.ndarray, channels: int, path: str) -> np.ndarray:
@@ -148,7 +189,7 @@ def read_image(path: str | os.PathLike, *, channels: int = 3) -> np.ndarray:
         _check_size(path, *img.size)
         img.load()
         img = ImageOps.exif_transpose(img)
-        data = _to_float(path, img)
+        data = _unit_float(pil_to_array(img, path=path, log_notes=True))
   except ImageError:
     raise
   except UnidentifiedImageError:
@@ -233,16 +274,77 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *,
       os.remove(tmp)
 
 
-def list_images(folder: str | os.PathLike) -> list[str]:
-  """Image files (by extension) under `folder`, recursively, sorted.
+# Errors that mean "unreadable image data" (the training data skips the file).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, ImageError,
+                 Image.DecompressionBombError)
 
-  Hidden files and folders (names starting with '.') are skipped.
+
+def decode_image(data: bytes, min_short_side: int | None = None) -> np.ndarray:
+  """Decodes encoded image bytes to RGB (the training data's PIL path).
+
+  Gray images are replicated to three channels, RGBA is composited on white
+  (and rounded back to 8 bits), 16-bit gray is scaled by 1/65535 (PIL
+  reduces 16-bit colour PNGs to 8 bits); see `pil_to_array`. No EXIF
+  rotation, as in the native TensorFlow path.
+
+  Args:
+    data: the encoded file contents.
+    min_short_side: if set, JPEGs may be decoded at a reduced scale (DCT
+      scaling, 1/2 to 1/8) as long as the shorter side stays >= this; much
+      faster for large photographs that are shrunk anyway.
+
+  Returns:
+    uint8 [H,W,3] (8-bit sources) or float32 [H,W,3] in [0, 1].
+
+  Raises:
+    One of `DECODE_ERRORS`: unreadable data.
   """
+  with Image.open(io.BytesIO(data)) as image:
+    if min_short_side and image.format == "JPEG":
+      width, height = image.size
+      scale = min_short_side / min(width, height)
+      if scale < 1:
+        image.draft("RGB", (int(np.ceil(width * scale)),
+                            int(np.ceil(height * scale))))
+    image.load()
+    high_depth = image.mode in _INT_MODES or image.mode == "F"
+    array = pil_to_array(image)
+  if array.dtype != np.uint8 and not high_depth:
+    # 8-bit data composited on white: back to 8 bits for the uint8 resize.
+    array = np.round(array * 255.0).astype(np.uint8)
+  if array.shape[-1] == 1:
+    array = np.repeat(array, 3, axis=-1)
+  if array.shape[0] < 1 or array.shape[1] < 1:
+    raise ValueError(f"empty image of shape {array.shape}")
+  return array
+
+
+def list_image_files(root: str | os.PathLike) -> list[str]:
+  """Image files below `root`, recursive, sorted by relative path.
+
+  The one lister of image folders: `folder:` data sources,
+  `ihc-prepare-dataset` and `ihc-colorize`. Files with an extension of
+  `IMAGE_EXTENSIONS` (any case) count; hidden files and folders (names
+  starting with '.') are skipped.
+
+  Args:
+    root: a folder.
+
+  Returns:
+    `os.path.join(root, relative path)` of every image file (absolute when
+    `root` is).
+
+  Raises:
+    FileNotFoundError: `root` is not a folder.
+  """
+  root = os.fspath(root)
+  if not os.path.isdir(root):
+    raise FileNotFoundError(f"image folder {root!r} does not exist")
   found = []
-  for root, dirs, files in os.walk(os.fspath(folder)):
-    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-    for name in sorted(files):
+  for directory, dirs, files in os.walk(root):
+    dirs[:] = [d for d in dirs if not d.startswith(".")]
+    for name in files:
       if (not name.startswith(".")
           and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS):
-        found.append(os.path.join(root, name))
-  return found
+        found.append(os.path.relpath(os.path.join(directory, name), root))
+  return [os.path.join(root, rel) for rel in sorted(found)]

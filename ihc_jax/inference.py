@@ -29,12 +29,17 @@ Inputs of any size are processed in tiles of the training size with
 overlapped, blended borders (`ihc_jax.tiling`); the compiled function is
 cached per tile shape and number of codes, so a folder of same-size scans
 compiles once.
+
+Code: this module holds `Pipeline` (the graph, tiling and codes) and its
+results; `ihc_jax.pipeline_files` reads and writes the networks (official
+folders, training workdirs, random weights), `ihc_jax.inference_inputs`
+prepares the inputs (halftone checks, resizing, the reference crop, the
+screen period).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import os
@@ -43,35 +48,34 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-from PIL import Image
 
 from ihc_jax import cascade
+from ihc_jax import inference_inputs
 from ihc_jax import models
+from ihc_jax import pipeline_files
 from ihc_jax import tiling
 
 logger = logging.getLogger(__name__)
 
-NETWORKS = ("ihn", "generator", "encoder", "fusion")
-OFFICIAL_FILES = {"ihn": "ihn.npz", "generator": "generator.npz",
-                  "encoder": "encoder.npz", "fusion": "fusion.npz"}
-# The stage of a chained training workdir that trains each network.
-STAGE_OF = {"ihn": "ihn", "generator": "color", "encoder": "color",
-            "fusion": "fusion"}
-# Screen period of the official training data, measured on the released
-# sample inputs (original-code.md §10): a clustered-dot screen of 3.0 px.
-OFFICIAL_SCREEN_PERIOD = 3.0
-# Optional file next to the npz files describing non-official networks.
-PIPELINE_FILE = "pipeline.json"
-OFFICIAL_IMAGE_SIZE = 256
+# Names this module has always offered; they live in pipeline_files and
+# inference_inputs now.
+NETWORKS = pipeline_files.NETWORKS
+OFFICIAL_FILES = pipeline_files.OFFICIAL_FILES
+STAGE_OF = pipeline_files.STAGE_OF
+OFFICIAL_SCREEN_PERIOD = pipeline_files.OFFICIAL_SCREEN_PERIOD
+PIPELINE_FILE = pipeline_files.PIPELINE_FILE
+OFFICIAL_IMAGE_SIZE = pipeline_files.OFFICIAL_IMAGE_SIZE
+PipelineError = pipeline_files.PipelineError
+init_random_variables = pipeline_files.init_random_variables
+resize = inference_inputs.resize
+prepare_reference = inference_inputs.prepare_reference
+# Looked up here at call time (tests replace it).
+estimate_period = inference_inputs.estimate_period
+
 REFERENCE_MODES = ("sample", "mean")
 # Compiled graphs by (architecture, variable shapes, input signature).
 _COMPILED: dict[tuple[Any, ...], Any] = {}
-
-
-class PipelineError(Exception):
-  """A checkpoint or weight folder that cannot make a pipeline (one line)."""
 
 
 @dataclasses.dataclass
@@ -107,77 +111,6 @@ def _model_size(model_config: Any) -> int:
 def _encoder_step(model_config: Any) -> int:
   return 2**int(model_config.encoder.num_downsamples) * int(
       model_config.encoder.pool)
-
-
-def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """Antialiased bilinear resize of float [H, W, C] (Pillow, per channel)."""
-  image = np.asarray(image, np.float32)
-  if image.shape[:2] == (height, width):
-    return image
-  channels = [
-      np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c]), "F")
-                 .resize((width, height), Image.Resampling.BILINEAR))
-      for c in range(image.shape[-1])]
-  return np.stack(channels, axis=-1)
-
-
-def prepare_reference(reference: np.ndarray, size: int) -> np.ndarray:
-  """Shorter side to `size` (bilinear), then centre crop to size x size.
-
-  The official loader does the same (Resize(256) + CenterCrop(256)).
-
-  Args:
-    reference: [H, W, 3] float RGB in [0, 1].
-    size: E's input size.
-
-  Returns:
-    [size, size, 3] float32.
-  """
-  reference = np.asarray(reference, np.float32)
-  if reference.ndim != 3 or reference.shape[-1] != 3:
-    raise ValueError(f"reference must be [H, W, 3] RGB, got shape "
-                     f"{reference.shape}")
-  h, w = reference.shape[:2]
-  scale = size / min(h, w)
-  nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-  resized = resize(reference, nh, nw)
-  top, left = (nh - size) // 2, (nw - size) // 2
-  return resized[top:top + size, left:left + size]
-
-
-def _trained_period(config: Any) -> float | None:
-  """Screen period of the training halftones from a stage config, if any."""
-  for section in ("halftone", "data.halftone"):
-    node = config
-    for part in section.split("."):
-      node = node.get(part) if hasattr(node, "get") else None
-      if node is None:
-        break
-    if node is None:
-      continue
-    if node.get("method", "am") != "am":
-      return None
-    if node.get("period_range") is not None:
-      low, high = node.period_range
-      return (float(low) + float(high)) / 2.0
-    if node.get("period") is not None:
-      return float(node.period)
-  return None
-
-
-def _weight_file(folder: str, network: str) -> str | None:
-  """`<network>.npz` or `<network>.safetensors` in folder, if present."""
-  for ext in (".npz", ".safetensors"):
-    path = os.path.join(folder, network + ext)
-    if os.path.isfile(path):
-      return path
-  return None
-
-
-def _first_line(error: BaseException) -> str:
-  text = str(error.args[0] if isinstance(error, KeyError) and error.args
-             else error)
-  return " ".join(text.split())
 
 
 class Pipeline:
@@ -230,9 +163,8 @@ class Pipeline:
     self.source = source
     self._signatures: set[tuple[Any, ...]] = set()
     self._architecture = json.dumps(
-        {n: (model_config[n].to_dict() if hasattr(model_config[n], "to_dict")
-             else dict(model_config[n])) for n in NETWORKS} | {
-                 "noise_variant": noise_variant}, sort_keys=True, default=str)
+        pipeline_files.config_dicts(model_config) | {
+            "noise_variant": noise_variant}, sort_keys=True, default=str)
 
   # -- loading ---------------------------------------------------------------
 
@@ -252,8 +184,8 @@ class Pipeline:
       raise PipelineError(f"{path}: checkpoint folder does not exist"
                           if not os.path.exists(path) else
                           f"{path}: checkpoint must be a folder")
-    if any(_weight_file(path, n) for n in NETWORKS) or os.path.exists(
-        os.path.join(path, PIPELINE_FILE)):
+    if any(pipeline_files.weight_file(path, n) for n in NETWORKS) or (
+        os.path.exists(os.path.join(path, PIPELINE_FILE))):
       return cls.from_official(path, **kwargs)
     return cls.from_workdir(path, **kwargs)
 
@@ -274,138 +206,33 @@ class Pipeline:
       model_config: network sizes; the official sizes by default.
       **kwargs: passed to the constructor.
     """
-    from ihc_jax import weights  # pylint: disable=g-import-not-at-top
-    folder = os.fspath(folder)
-    missing = [f"{f} ({n})" for n, f in OFFICIAL_FILES.items()
-               if not _weight_file(folder, n)]
-    if missing:
-      raise PipelineError(
-          f"{folder}: missing {', '.join(missing)}; convert the official "
-          f"weights with ihc-convert-weights")
-    meta_path = os.path.join(folder, PIPELINE_FILE)
-    if os.path.exists(meta_path):
-      try:
-        with open(meta_path) as f:
-          meta = json.load(f)
-        model_config = model_config or ml_collections.ConfigDict(
-            meta["model"])
-        kwargs.setdefault("image_size", int(meta["image_size"]))
-        kwargs.setdefault("trained_period", meta["screen_period"])
-        kwargs.setdefault("noise_variant", meta["noise_variant"])
-      except (OSError, ValueError, KeyError, TypeError) as e:
-        raise PipelineError(f"{meta_path}: unreadable pipeline description "
-                            f"({_first_line(e)})") from None
-    model_config = model_config or models.default_model_config()
-    # E's linear layers depend on its input size, the training tile size.
-    examples = _example_inputs(
-        model_config, kwargs.get("image_size", OFFICIAL_IMAGE_SIZE))
-    variables = {}
-    for name in NETWORKS:
-      file = _weight_file(folder, name)
-      try:
-        variables[name] = weights.load_and_validate(
-            file, models.build(name, model_config[name]), *examples[name],
-            **_TRAIN_KWARG[name])
-      except (OSError, ValueError, KeyError) as e:
-        raise PipelineError(f"{file}: {_first_line(e)}") from None
-    kwargs.setdefault("source", folder)
+    model_config, variables, kwargs = pipeline_files.read_official(
+        os.fspath(folder), model_config, kwargs)
     return cls(model_config, variables, **kwargs)
 
   @classmethod
   def from_workdir(cls, workdir: str | os.PathLike, *,
                    step: int | None = None, **kwargs: Any) -> "Pipeline":
-    """From training checkpoints.
-
-    Each network is looked up in `<workdir>/<its stage>/`, then in `workdir`
-    itself, then in the stage workdirs its config lists under `frozen`. The
-    architecture of each network comes from the config it was trained with;
-    the screen period and tile size from the fusion (else colour) stage.
+    """From training checkpoints (see `pipeline_files.read_workdir`).
 
     Args:
       workdir: a chained workdir (ihn/, color/, fusion/) or a stage workdir.
       step: checkpoint step (latest by default; applies to every stage).
       **kwargs: passed to the constructor.
     """
-    from ihc_jax.trainers import common  # pylint: disable=g-import-not-at-top
-    workdir = os.fspath(workdir)
-    found: dict[str, tuple[Any, Any, str]] = {}
-    seen_stages = []
-
-    def candidates(name: str) -> list[str]:
-      dirs = [os.path.join(workdir, STAGE_OF[name]), workdir]
-      for d in list(dirs):
-        try:
-          frozen = common.load_stage_config(d).get("frozen") or {}
-        except (FileNotFoundError, ValueError):
-          continue
-        if frozen.get(name):
-          dirs.append(str(frozen[name]))
-      return dirs
-
-    configs = {}
-    for name in NETWORKS:
-      for d in candidates(name):
-        if not os.path.isdir(os.path.join(d, "checkpoints")):
-          continue
-        try:
-          _, stage, names = common.checkpoint_networks(d, step)
-        except (FileNotFoundError, ValueError):
-          continue
-        seen_stages.append(f"{stage} ({', '.join(names)})")
-        if name not in names:
-          continue
-        try:
-          variables = common.restore_network_variables(d, name, step)
-          config = configs.get(d) or common.load_stage_config(d)
-        except (FileNotFoundError, KeyError, ValueError) as e:
-          raise PipelineError(f"{d}: {_first_line(e)}") from None
-        configs[d] = config
-        found[name] = (variables, config, d)
-        break
-    missing = [n for n in NETWORKS if n not in found]
-    if missing:
-      have = ("; checkpoints found: " + ", ".join(dict.fromkeys(seen_stages))
-              if seen_stages else "; no checkpoint found")
-      raise PipelineError(
-          f"{workdir}: no trained {', '.join(missing)} network(s){have}; "
-          f"colorization needs ihn, generator, encoder and fusion (a chained "
-          f"workdir with ihn/, color/, fusion/ or a folder of converted "
-          f"official weights)")
-    model_config = ml_collections.ConfigDict()
-    for name, (_, config, _) in found.items():
-      model_config[name] = ml_collections.ConfigDict(config.model[name])
-    main_config = found["fusion"][1]
-    period = (_trained_period(main_config)
-              or _trained_period(found["generator"][1])
-              or _trained_period(found["ihn"][1]))
-    image_size = int(main_config.get("data", {}).get(
-        "image_size", OFFICIAL_IMAGE_SIZE))
-    # The noise map is an IHN input: use the variant the IHN was trained on.
-    noise = (found["ihn"][1].get("noise_variant")
-             or main_config.get("noise_variant") or "official")
-    kwargs.setdefault("source", workdir)
-    kwargs.setdefault("noise_variant", noise)
-    return cls(model_config, {n: v[0] for n, v in found.items()},
-               trained_period=period, image_size=image_size, **kwargs)
+    model_config, variables, trained, kwargs = pipeline_files.read_workdir(
+        os.fspath(workdir), step, kwargs)
+    return cls(model_config, variables, **trained, **kwargs)
 
   def save(self, folder: str | os.PathLike) -> None:
     """Writes the four networks as npz plus `pipeline.json` into `folder`.
 
     `Pipeline.load(folder)` reads them back; no training code is needed.
     """
-    from ihc_jax import weights  # pylint: disable=g-import-not-at-top
-    folder = os.fspath(folder)
-    for name, file in OFFICIAL_FILES.items():
-      weights.save_variables(os.path.join(folder, file),
-                             jax.device_get(self.variables[name]))
-    meta = {"model": {n: self.model_config[n].to_dict()
-                      if hasattr(self.model_config[n], "to_dict")
-                      else dict(self.model_config[n]) for n in NETWORKS},
-            "image_size": self.image_size,
-            "screen_period": self.trained_period,
-            "noise_variant": self.noise_variant}
-    with open(os.path.join(folder, PIPELINE_FILE), "w") as f:
-      json.dump(meta, f, indent=2, sort_keys=True)
+    pipeline_files.write_folder(
+        os.fspath(folder), self.model_config, self.variables,
+        image_size=self.image_size, trained_period=self.trained_period,
+        noise_variant=self.noise_variant)
 
   # -- codes ----------------------------------------------------------------
 
@@ -511,17 +338,7 @@ class Pipeline:
     Returns:
       A `Colorization` with results of the input's size.
     """
-    halftone = np.asarray(halftone, np.float32)
-    if halftone.ndim == 2:
-      halftone = halftone[None, ..., None]
-    if halftone.ndim != 4 or halftone.shape[-1] != 1:
-      raise ValueError(f"halftone must be [H, W] or [B, H, W, 1], got shape "
-                       f"{halftone.shape}")
-    if min(halftone.shape[1:3]) < 16:
-      raise ValueError(f"halftone is {halftone.shape[2]}x{halftone.shape[1]} "
-                       f"px; the minimum is 16x16")
-    if not np.all(np.isfinite(halftone)):
-      raise ValueError("halftone contains NaN or inf")
+    halftone = inference_inputs.halftone_batch(halftone)
     if reference_mode not in REFERENCE_MODES:
       raise ValueError(f"reference_mode must be one of {REFERENCE_MODES}, got "
                        f"{reference_mode!r}")
@@ -530,24 +347,27 @@ class Pipeline:
                        f">= 1 (got num_samples={num_samples})")
     batch, height, width, _ = halftone.shape
     scale = self._screen_scale(halftone, screen_period)
-    if scale != 1.0:
-      new_h = max(16, round(height * scale))
-      new_w = max(16, round(width * scale))
-      logger.info("rescaling the scan by %.3f to %dx%d px to match the "
-                  "trained screen period", scale, new_w, new_h)
-      halftone = np.stack([resize(h, new_h, new_w) for h in halftone])
-
+    halftone = inference_inputs.rescale_scan(halftone, scale)
     key = jax.random.PRNGKey(seed)
     noise_key, ref_key, rand_key = jax.random.split(key, 3)
+    codes, z_all = self._codes(reference, batch, num_samples, reference_mode,
+                               ref_key, rand_key)
+    out = self._run_tiles(halftone, z_all, noise_key, return_intermediates)
+    if scale != 1.0:
+      out = {k: np.stack([resize(v, height, width) for v in value])
+             for k, value in out.items()}
+    return _colorization(out, codes, z_all, (batch, height, width),
+                         has_reference=reference is not None,
+                         intermediates=return_intermediates)
+
+  def _codes(self, reference: np.ndarray | None, batch: int,
+             num_samples: int, reference_mode: str, ref_key: jax.Array,
+             rand_key: jax.Array) -> tuple[list[str], np.ndarray]:
+    """Code names ('ref', 'rand1', ...) and codes z [B, K, nz] float32."""
     nz = int(self.model_config.generator.nz)
     codes, z_parts = [], []
     if reference is not None:
-      reference = np.asarray(reference, np.float32)
-      if reference.ndim == 3:
-        reference = reference[None]
-      if reference.ndim != 4 or reference.shape[0] not in (1, batch):
-        raise ValueError(f"reference must be [H, W, 3] or [{batch}, H, W, 3], "
-                         f"got shape {reference.shape}")
+      reference = inference_inputs.reference_batch(reference, batch)
       mu, logvar = self.encode_reference(reference)
       if reference_mode == "sample":
         z_ref = np.asarray(models.sample_latent(ref_key, jnp.asarray(mu),
@@ -562,8 +382,12 @@ class Pipeline:
                          for b in range(batch)])
       z_parts.append(z_rand)
       codes += [f"rand{i + 1}" for i in range(num_samples)]
-    z_all = np.concatenate(z_parts, axis=1).astype(np.float32)
-    num_codes = z_all.shape[1]
+    return codes, np.concatenate(z_parts, axis=1).astype(np.float32)
+
+  def _run_tiles(self, halftone: np.ndarray, z_all: np.ndarray,
+                 noise_key: jax.Array, intermediates: bool
+                 ) -> dict[str, np.ndarray]:
+    """The graph over overlapping tiles of `halftone`, blended back."""
     calls = [0]
 
     def fn(tiles: np.ndarray, index: np.ndarray) -> dict[str, np.ndarray]:
@@ -571,33 +395,13 @@ class Pipeline:
           jnp.arange(len(tiles)) + calls[0] * len(tiles)))
       calls[0] += 1
       z = z_all[index]
-      compiled = self._compiled_fn(tiles, z, keys, return_intermediates)
+      compiled = self._compiled_fn(tiles, z, keys, intermediates)
       out = compiled(self.variables, tiles, z, keys)
       return {k: np.asarray(v) for k, v in out.items()}
 
-    out = tiling.tiled_apply(fn, halftone, tile=self.image_size,
-                             overlap=self.overlap, multiple=self.multiple,
-                             tile_batch=self.tile_batch)
-    if scale != 1.0:
-      out = {k: np.stack([resize(v, height, width) for v in value])
-             for k, value in out.items()}
-
-    def split(x: np.ndarray) -> np.ndarray:  # [B,H,W,K*3] -> [B,K,H,W,3]
-      return np.moveaxis(x.reshape(batch, height, width, num_codes, 3), 3, 1)
-
-    fused = split(out["fused"])
-    first = 1 if reference is not None else 0
-    intermediates = {}
-    if return_intermediates:
-      for name in ("ihn_gray", "edges_gray", "edges_halftone"):
-        intermediates[name] = out[name]
-      for name in ("forward", "color_halftone", "inverse"):
-        per_code = split(out[name])
-        for i, code in enumerate(codes):
-          intermediates[f"{code}_{name}"] = per_code[:, i]
-    return Colorization(reference=fused[:, 0] if first else None,
-                        samples=fused[:, first:], intermediates=intermediates,
-                        codes=codes, latents=z_all)
+    return tiling.tiled_apply(fn, halftone, tile=self.image_size,
+                              overlap=self.overlap, multiple=self.multiple,
+                              tile_batch=self.tile_batch)
 
   def _screen_scale(self, halftone: np.ndarray,
                     screen_period: float | str | None) -> float:
@@ -621,80 +425,29 @@ class Pipeline:
     return self.trained_period / period
 
 
-def estimate_period(halftone: np.ndarray, *, crop: int = 1024) -> float:
-  """Screen period (px) of halftones [B, H, W, 1] from a central crop.
+def _colorization(out: dict[str, np.ndarray], codes: list[str],
+                  z_all: np.ndarray, shape: tuple[int, int, int], *,
+                  has_reference: bool, intermediates: bool) -> Colorization:
+  """Splits the per-code channels of the graph's outputs into a result."""
+  batch, height, width = shape
+  num_codes = z_all.shape[1]
 
-  Uses `ihc_jax.halftone.estimate_screen` on at most `crop` x `crop` px from
-  the centre of each image (the period is the same everywhere on a print,
-  and a crop keeps the FFT cheap on big scans) and returns the median.
-  """
-  from ihc_jax import halftone as halftone_lib  # pylint: disable=g-import-not-at-top
-  periods = []
-  for image in np.asarray(halftone):
-    h, w = image.shape[:2]
-    top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
-    period, angle = halftone_lib.estimate_screen(
-        image[top:top + crop, left:left + crop, 0])
-    logger.info("estimated screen: period %.2f px, angle %.1f deg", period,
-                angle)
-    periods.append(period)
-  return float(np.median(periods))
+  def split(x: np.ndarray) -> np.ndarray:  # [B,H,W,K*3] -> [B,K,H,W,3]
+    return np.moveaxis(x.reshape(batch, height, width, num_codes, 3), 3, 1)
 
-
-def _example_inputs(model_config: Any, size: int
-                    ) -> dict[str, tuple[jax.ShapeDtypeStruct, ...]]:
-  """Example inputs (shapes only) of each network, for init and validation."""
-  def spec(*shape):
-    return jax.ShapeDtypeStruct(shape, jnp.float32)
-  gray, rgb = spec(1, size, size, 1), spec(1, size, size, 3)
-  return {"ihn": (gray, spec(1, size, size, int(model_config.ihn.nz))),
-          "generator": (gray, gray, spec(1, int(model_config.generator.nz))),
-          "encoder": (rgb,), "fusion": (rgb, rgb)}
-
-
-_TRAIN_KWARG = {"ihn": {"train": False}, "generator": {"train": False},
-                "encoder": {}, "fusion": {}}
-
-
-def init_random_variables(model_config: Any, *, seed: int = 0,
-                          image_size: int = OFFICIAL_IMAGE_SIZE
-                          ) -> dict[str, Any]:
-  """Random-weight variables of the four networks (tests and benchmarks).
-
-  Shapes come from `jax.eval_shape` of each network's init (nothing is
-  compiled, which keeps this fast for official-size networks); kernels are
-  N(0, 1 / fan_in), biases 0, BatchNorm scales 1 with running mean 0 and
-  variance 1.
-
-  Args:
-    model_config: sections ihn, generator, encoder, fusion.
-    seed: seed of the numpy generator.
-    image_size: the pipeline's tile size; E's linear layers depend on it.
-
-  Returns:
-    name -> Flax variables (numpy arrays).
-  """
-  examples = _example_inputs(model_config, image_size)
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name == "kernel":
-      fan_in = int(np.prod(leaf.shape[:-1]))
-      return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(
-          leaf.dtype)
-    if name in ("scale", "var"):
-      return np.ones(leaf.shape, leaf.dtype)
-    return np.zeros(leaf.shape, leaf.dtype)
-
-  variables = {}
-  for name in NETWORKS:
-    network = models.build(name, model_config[name])
-    shapes = jax.eval_shape(
-        functools.partial(network.init, **_TRAIN_KWARG[name]),
-        jax.random.PRNGKey(0), *examples[name])
-    variables[name] = jax.tree_util.tree_map_with_path(fill, shapes)
-  return variables
+  fused = split(out["fused"])
+  first = 1 if has_reference else 0
+  maps = {}
+  if intermediates:
+    for name in ("ihn_gray", "edges_gray", "edges_halftone"):
+      maps[name] = out[name]
+    for name in ("forward", "color_halftone", "inverse"):
+      per_code = split(out[name])
+      for i, code in enumerate(codes):
+        maps[f"{code}_{name}"] = per_code[:, i]
+  return Colorization(reference=fused[:, 0] if first else None,
+                      samples=fused[:, first:], intermediates=maps,
+                      codes=codes, latents=z_all)
 
 
 def list_outputs(stem: str, result: Colorization, index: int = 0,

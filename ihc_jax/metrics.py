@@ -37,7 +37,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from ihc_jax import color
+from ihc_jax import colorspace
 
 Reduction = Literal["mean", "none"]
 
@@ -173,7 +173,7 @@ def chroma_statistics(images: jnp.ndarray) -> jnp.ndarray:
     raise ValueError(f"chroma_statistics expects [B,H,W,1|3], got {images.shape}")
   if images.shape[-1] == 1:
     return jnp.zeros((images.shape[0], 4), jnp.float32)
-  ab = color.rgb_to_lab(jnp.clip(images, 0.0, 1.0))[..., 1:]
+  ab = colorspace.rgb_to_lab(jnp.clip(images, 0.0, 1.0))[..., 1:]
   ab = ab.reshape(ab.shape[0], -1, 2)
   return jnp.concatenate([jnp.mean(ab, axis=1), jnp.std(ab, axis=1)], axis=-1)
 
@@ -206,7 +206,8 @@ def saturated_fraction(images: jnp.ndarray, *, threshold: float = 60.0,
   Returns:
     float32 in [0, 1].
   """
-  ab = color.rgb_to_lab(jnp.clip(jnp.asarray(images, jnp.float32), 0.0, 1.0))[..., 1:]
+  images = jnp.clip(jnp.asarray(images, jnp.float32), 0.0, 1.0)
+  ab = colorspace.rgb_to_lab(images)[..., 1:]
   chroma = jnp.sqrt(jnp.sum(ab * ab, axis=-1))
   return _reduce(jnp.mean((chroma > threshold).astype(jnp.float32), axis=(1, 2)),
                  reduction)

@@ -177,20 +177,78 @@ def load_and_validate(path: str | os.PathLike, model: Any, *example_args: Any,
   return jax.tree_util.tree_map(jax.numpy.asarray, variables)
 
 
-def random_variables(model: Any, *example_args: Any, seed: int = 0,
-                     **example_kwargs: Any) -> dict[str, Any]:
-  """Random variables of `model` drawn with numpy (fast; no `model.init` compile).
+# Kernel initialisations of `random_variables_like`.
+RANDOM_INITS = ("torch", "he_normal", "lecun_normal")
 
-  Meant for tests and benchmarks that need *some* weights quickly: tracing
-  `model.init` is cheap, but compiling its random initialisers is slow on a
-  CPU. Kernels are U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in the
-  product of all but the last axis (PyTorch's default), biases U(-0.1, 0.1),
-  BatchNorm scale 1 / mean 0 / var 1, anything else N(0, 0.02).
+
+def _random_leaf(rng: np.random.Generator, name: str, shape: tuple[int, ...],
+                 init: str) -> np.ndarray:
+  """One random variable named `name` (float64; see `random_variables_like`)."""
+  if name in ("scale", "var"):
+    return np.ones(shape)
+  if name == "mean":
+    return np.zeros(shape)
+  if name == "kernel":
+    fan_in = max(int(np.prod(shape[:-1])), 1)
+    if init == "torch":
+      bound = 1.0 / np.sqrt(fan_in)
+      return rng.uniform(-bound, bound, shape)
+    if init == "he_normal":
+      return rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+    return rng.standard_normal(shape) / np.sqrt(fan_in)
+  if init != "torch":
+    return np.zeros(shape)
+  if name == "bias":
+    return rng.uniform(-0.1, 0.1, shape)
+  return rng.normal(0.0, 0.02, shape)
+
+
+def random_variables_like(expected: Mapping[str, Any], *,
+                          seed: int | np.random.Generator = 0,
+                          init: str = "torch") -> dict[str, Any]:
+  """Random variables with the keys and shapes of `expected`, drawn by numpy.
+
+  The one source of random weights for tests and benchmarks: cheaper than
+  `model.init` (nothing is compiled), and the callers say that the weights
+  are random. Values are drawn in sorted key order. BatchNorm scales and
+  running variances are 1, running means 0; kernels (fan_in: the product of
+  all but the last axis) depend on `init`:
+
+  * "torch": U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PyTorch's default), biases
+    U(-0.1, 0.1), any other variable N(0, 0.02);
+  * "he_normal": N(0, 2 / fan_in), every other variable 0;
+  * "lecun_normal": N(0, 1 / fan_in), every other variable 0.
+
+  Args:
+    expected: nested dict of arrays or `jax.ShapeDtypeStruct`s, e.g. from
+      `jax.eval_shape(model.init, ...)`.
+    seed: numpy seed, or a Generator to draw from (several trees in turn).
+    init: one of `RANDOM_INITS`.
+
+  Returns:
+    Nested dict of float32 numpy arrays.
+  """
+  if init not in RANDOM_INITS:
+    raise ValueError(f"init must be one of {RANDOM_INITS}, got {init!r}")
+  rng = np.random.default_rng(seed)
+  flat = {}
+  for key, leaf in flatten_variables(expected).items():
+    name = key.rsplit(SEPARATOR, 1)[-1]
+    flat[key] = _random_leaf(rng, name, tuple(leaf.shape), init).astype(
+        np.float32)
+  return unflatten_variables(flat)
+
+
+def random_variables(model: Any, *example_args: Any, seed: int = 0,
+                     init: str = "torch", **example_kwargs: Any
+                     ) -> dict[str, Any]:
+  """Random variables of `model` (see `random_variables_like`), as jax arrays.
 
   Args:
     model: a Linen module.
     *example_args: example inputs of `model.init` (only shapes matter).
     seed: numpy seed.
+    init: the kernel initialisation, one of `RANDOM_INITS`.
     **example_kwargs: keyword inputs (e.g. train=False).
 
   Returns:
@@ -199,20 +257,5 @@ def random_variables(model: Any, *example_args: Any, seed: int = 0,
   reference = jax.eval_shape(
       lambda *args: model.init(jax.random.PRNGKey(0), *args, **example_kwargs),
       *example_args)
-  rng = np.random.default_rng(seed)
-  flat = {}
-  for key, leaf in flatten_variables(reference).items():
-    name, shape = key.rsplit(SEPARATOR, 1)[-1], tuple(leaf.shape)
-    if name == "kernel":
-      bound = 1.0 / np.sqrt(max(int(np.prod(shape[:-1])), 1))
-      value = rng.uniform(-bound, bound, shape)
-    elif name == "bias":
-      value = rng.uniform(-0.1, 0.1, shape)
-    elif name in ("scale", "var"):
-      value = np.ones(shape)
-    elif name == "mean":
-      value = np.zeros(shape)
-    else:
-      value = rng.normal(0.0, 0.02, shape)
-    flat[key] = jax.numpy.asarray(value, jax.numpy.float32)
-  return unflatten_variables(flat)
+  variables = random_variables_like(reference, seed=seed, init=init)
+  return jax.tree_util.tree_map(jax.numpy.asarray, variables)

@@ -7,15 +7,15 @@ from our variables, convert them back and require every array unchanged.
 import numpy as np
 import pytest
 
+from ihc_jax import weights
 from ihc_jax.eval import inception
 from ihc_jax.eval import lpips
-from ihc_jax.eval import weights_io
 from ihc_jax.tools import convert_eval_weights as convert
 
 
 def _assert_trees_equal(a, b):
-  flat_a = weights_io.flatten_variables(a)
-  flat_b = weights_io.flatten_variables(b)
+  flat_a = weights.flatten_variables(a)
+  flat_b = weights.flatten_variables(b)
   assert sorted(flat_a) == sorted(flat_b)
   for key, value in flat_a.items():
     np.testing.assert_array_equal(np.asarray(value), np.asarray(flat_b[key]),
@@ -23,7 +23,8 @@ def _assert_trees_equal(a, b):
 
 
 def _random_lpips(net, seed=0):
-  variables = weights_io.random_variables(lpips.expected_shapes(net), seed=seed)
+  variables = weights.random_variables_like(lpips.expected_shapes(net),
+                                            seed=seed, init="he_normal")
   for k in range(5):
     head = variables["params"][f"lin{k}"]
     head["kernel"] = np.abs(head["kernel"])
@@ -72,9 +73,10 @@ def test_lpips_converter_rejects_bad_files():
 
 
 def test_inception_round_trip_and_pytorch_fid_key_names():
-  variables = weights_io.random_variables(inception.expected_shapes(), seed=1)
+  variables = weights.random_variables_like(inception.expected_shapes(),
+                                            seed=1, init="he_normal")
   rng = np.random.default_rng(1)
-  for value in weights_io.flatten_variables(variables).values():
+  for value in weights.flatten_variables(variables).values():
     # Distinct values everywhere, so a swapped mean/var or scale/bias shows.
     value[...] = rng.standard_normal(value.shape, np.float32)
   state = convert.inception_to_torch(variables)
@@ -114,4 +116,4 @@ def test_command_line_converts_torch_files(tmp_path):
   out = tmp_path / "out" / "lpips_alex.npz"
   assert convert.main(["lpips", "--net=alex", f"--backbone={backbone_path}",
                        f"--heads={heads_path}", f"--out={out}"]) == 0
-  _assert_trees_equal(weights_io.load_npz(str(out)), variables)
+  _assert_trees_equal(weights.load_variables(str(out)), variables)

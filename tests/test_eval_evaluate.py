@@ -15,8 +15,8 @@ import pytest
 
 from ihc_jax import evaluate
 from ihc_jax import halftone
+from ihc_jax import weights
 from ihc_jax.eval import lpips
-from ihc_jax.eval import weights_io
 
 SIZE = 32
 
@@ -62,12 +62,13 @@ def _ssim_constant(x, y):
 
 
 def test_evaluate_writes_paper_columns_and_reports_missing_fid(tmp_path):
-  variables = weights_io.random_variables(lpips.expected_shapes("alex"), seed=0)
+  variables = weights.random_variables_like(lpips.expected_shapes("alex"),
+                                            seed=0, init="he_normal")
   for k in range(5):
     variables["params"][f"lin{k}"]["kernel"] = np.abs(
         variables["params"][f"lin{k}"]["kernel"])
   lpips_path = str(tmp_path / "lpips_alex.npz")
-  weights_io.save_npz(lpips_path, variables)
+  weights.save_variables(lpips_path, variables)
   halftone_config = halftone.default_halftone_config()
   halftone_config.supersample = 1
   config = ml_collections.ConfigDict({

@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from ihc_jax import weights
 from ihc_jax.eval import inception
 from ihc_jax.eval import weights_io
 
@@ -52,7 +53,8 @@ def test_avg_pool_ignores_padding_and_last_block_uses_max_pool():
 
 
 def test_random_weight_forward_at_75_is_finite_and_batch_independent():
-  variables = weights_io.random_variables(inception.expected_shapes(), seed=0)
+  variables = weights.random_variables_like(inception.expected_shapes(),
+                                            seed=0, init="he_normal")
   rng = np.random.default_rng(0)
   images = rng.uniform(size=(2, 75, 75, 3)).astype(np.float32)
   together = inception.inception_features(variables, images, batch_size=2,

@@ -9,12 +9,14 @@ import ml_collections
 import numpy as np
 import pytest
 
+from ihc_jax import weights
 from ihc_jax.eval import lpips
 from ihc_jax.eval import weights_io
 
 
 def _random_lpips(net, seed=0):
-  variables = weights_io.random_variables(lpips.expected_shapes(net), seed=seed)
+  variables = weights.random_variables_like(lpips.expected_shapes(net),
+                                            seed=seed, init="he_normal")
   for k in range(5):  # Published heads are non-negative; keep that.
     head = variables["params"][f"lin{k}"]
     head["kernel"] = np.abs(head["kernel"])
@@ -99,7 +101,7 @@ def test_load_lpips_missing_file_names_metric_file_and_converter(tmp_path):
 def test_load_lpips_reads_and_validates_a_file(tmp_path):
   variables = _random_lpips("alex", seed=3)
   path = str(tmp_path / "lpips_alex.npz")
-  weights_io.save_npz(path, variables)
+  weights.save_variables(path, variables)
   section = ml_collections.ConfigDict(
       {"lpips_weights": path, "lpips_net": "alex"})
   net, loaded = lpips.load_lpips(section)

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from ihc_jax import color
+from ihc_jax import colorspace
 from ihc_jax import exemplar
 from ihc_jax.data import demo
 
@@ -21,7 +21,7 @@ def photos():
                       images[1][150:150 + SIZE, 250:250 + SIZE]]) / 255.0
   references = np.stack([images[2][200:200 + SIZE, 300:300 + SIZE],
                          images[0][50:50 + SIZE, 60:60 + SIZE]]) / 255.0
-  gray = np.asarray(color.rgb_to_gray(targets.astype(np.float32)))
+  gray = np.asarray(colorspace.rgb_to_gray(targets.astype(np.float32)))
   return gray, references.astype(np.float32)
 
 
@@ -30,7 +30,7 @@ _transfer = jax.jit(functools.partial(exemplar.exemplar_transfer,
 
 
 def _lightness(rgb):
-  return np.asarray(color.rgb_to_lab(rgb))[..., 0]
+  return np.asarray(colorspace.rgb_to_lab(rgb))[..., 0]
 
 
 def test_output_keeps_the_target_lightness(photos):
@@ -41,7 +41,7 @@ def test_output_keeps_the_target_lightness(photos):
   target_l = _lightness(np.repeat(gray, 3, axis=-1))
   np.testing.assert_allclose(_lightness(out), target_l, atol=0.05)
   # It is colour, not gray: mean chroma of a few Lab units at least.
-  lab = np.asarray(color.rgb_to_lab(out))
+  lab = np.asarray(colorspace.rgb_to_lab(out))
   assert np.hypot(lab[..., 1], lab[..., 2]).mean() > 3.0
 
 
@@ -53,8 +53,8 @@ def test_flat_reference_gives_its_hue_everywhere():
   reference = np.broadcast_to(np.array([0.8, 0.4, 0.2], np.float32),
                               (2, SIZE, SIZE, 3))
   out = np.asarray(_transfer(gray, reference))
-  lab = np.asarray(color.rgb_to_lab(out))
-  reference_lab = np.asarray(color.rgb_to_lab(reference[0, 0, 0]))
+  lab = np.asarray(colorspace.rgb_to_lab(out))
+  reference_lab = np.asarray(colorspace.rgb_to_lab(reference[0, 0, 0]))
   hue = np.arctan2(lab[..., 2], lab[..., 1])
   expected = np.arctan2(reference_lab[2], reference_lab[1])
   chroma = np.hypot(lab[..., 1], lab[..., 2])

@@ -161,10 +161,100 @@ def test_write_failure_leaves_no_partial_output(tmp_path, monkeypatch):
   assert os.listdir(tmp_path) == []
 
 
-def test_list_images_recursive(tmp_path):
+def test_list_image_files_recursive(tmp_path):
   (tmp_path / "a" / "b").mkdir(parents=True)
   (tmp_path / ".hidden").mkdir()
-  for p in ["x.png", "a/y.JPG", "a/b/z.tif", "a/notes.txt", ".hidden/h.png"]:
+  for p in ["x.png", "a/y.JPG", "a/b/z.tif", "a/notes.txt", ".hidden/h.png",
+            "a/.h.png"]:
     (tmp_path / p).write_bytes(b"x")
-  found = [os.path.relpath(p, tmp_path) for p in image_io.list_images(tmp_path)]
-  assert found == ["x.png", "a/y.JPG", "a/b/z.tif"]
+  found = [os.path.relpath(p, tmp_path)
+           for p in image_io.list_image_files(tmp_path)]
+  # Sorted by relative path, as the training data's folder source needs.
+  assert found == ["a/b/z.tif", "a/y.JPG", "x.png"]
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    image_io.list_image_files(tmp_path / "missing")
+
+
+def _mixed_folder(root):
+  """One decodable image per extension (several cases), plus non-images."""
+  (root / "sub").mkdir(parents=True)
+  pixels = _rgb(20, 24)
+  saved = {"a.png": "PNG", "sub/b.JPG": "JPEG", "c.jpeg": "JPEG",
+           "sub/d.bmp": "BMP", "e.gif": "GIF", "sub/f.TIF": "TIFF",
+           "g.tiff": "TIFF", "h.webp": "WEBP", "sub/i.ppm": "PPM"}
+  for name, image_format in saved.items():
+    Image.fromarray(pixels).save(root / name, format=image_format)
+  Image.fromarray(pixels).convert("L").save(root / "j.pgm", format="PPM")
+  Image.fromarray(pixels).convert("1").save(root / "k.pbm", format="PPM")
+  Image.fromarray(pixels).save(root / "l.pnm", format="PPM")
+  (root / "notes.txt").write_text("not an image")
+  (root / "m.psd").write_bytes(b"x")
+  Image.fromarray(pixels).save(root / ".hidden.png")
+  return sorted(list(saved) + ["j.pgm", "k.pbm", "l.pnm"])
+
+
+def test_cli_and_training_list_the_same_files(tmp_path):
+  from ihc_jax import cli  # pylint: disable=g-import-not-at-top
+  from ihc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from ihc_jax.data import sources  # pylint: disable=g-import-not-at-top
+  expected = _mixed_folder(tmp_path / "mixed")
+  root = str(tmp_path / "mixed")
+  assert input_pipeline.list_image_files is image_io.list_image_files
+  jobs, failures = cli.collect_inputs([root], str(tmp_path / "out"))
+  assert not failures
+  cli_files = [os.path.relpath(f, root) for f, _ in jobs]
+  config = input_pipeline.default_data_config()
+  config.source = f"folder:{root}"
+  config.eval_source = f"folder:{root}"
+  config.image_size = 16
+  train = sources.build_sources(config, 0, 1).train
+  train_files = [os.path.relpath(f, root) for f in train.items]
+  assert cli_files == train_files == expected
+  # Every listed file is an image both readers decode, to the same pixels.
+  for name in expected:
+    path = os.path.join(root, name)
+    cli_pixels = image_io.read_image(path)
+    with open(path, "rb") as f:
+      train_pixels = image_io.decode_image(f.read()).astype(np.float32) / 255
+    np.testing.assert_array_equal(cli_pixels, train_pixels, err_msg=name)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "1", "P", "RGBA", "LA", "PA",
+                                  "CMYK", "I;16", "F"])
+def test_training_decode_and_cli_read_share_the_pixel_decoder(tmp_path, mode):
+  rgba = np.concatenate([_rgb(16, 20), _rgb(16, 20, seed=1)[..., :1]], -1)
+  image = Image.fromarray(rgba, "RGBA")
+  if mode == "I;16":
+    image = Image.fromarray(
+        (np.asarray(image.convert("L"), np.uint16) * 257).astype(np.uint16))
+  elif mode == "F":
+    image = Image.fromarray(np.asarray(image.convert("L"), np.float32) / 255)
+  elif mode == "PA":
+    image = image.convert("P").convert("PA")
+  elif mode != "RGBA":
+    image = image.convert(mode)
+  path = tmp_path / ("a.jpg" if mode == "CMYK" else
+                     "a.tif" if mode in ("F", "PA") else "a.png")
+  image.save(path)
+  cli_pixels = image_io.read_image(path)
+  train_pixels = image_io.decode_image(path.read_bytes())
+  assert train_pixels.shape == cli_pixels.shape == (16, 20, 3)
+  if train_pixels.dtype == np.uint8:
+    train_pixels = train_pixels.astype(np.float32) / 255
+  # Composited 8-bit images (RGBA converted to P keeps a transparent
+  # index) go back to 8 bits for training: at most half a level apart.
+  tolerance = 0.5 / 255 + 1e-6 if mode in ("RGBA", "LA", "P", "PA") else 0
+  np.testing.assert_allclose(train_pixels, cli_pixels, rtol=0,
+                             atol=tolerance)
+  with Image.open(path) as loaded:
+    loaded.load()
+    pixels = image_io.pil_to_array(loaded)
+  assert pixels.shape[-1] == (1 if mode in ("L", "1", "LA", "I;16", "F")
+                              else 3)
+
+
+def test_unusable_pixel_data_is_an_image_error():
+  with pytest.raises(ImageError, match="NaN"):
+    image_io.pil_to_array(Image.fromarray(np.full((4, 4), np.nan,
+                                                  np.float32)))
+  assert ImageError in image_io.DECODE_ERRORS

@@ -18,7 +18,7 @@ import skimage.data
 from PIL import Image
 
 from ihc_jax import cli
-from ihc_jax import color
+from ihc_jax import colorspace
 from ihc_jax import halftone
 from ihc_jax import inference
 from ihc_jax import metrics
@@ -29,7 +29,7 @@ def _photo_halftone(period, height=96, width=72):
   """A clustered-dot print of the astronaut photograph, and its gray."""
   crop = skimage.data.astronaut()[:, 64:448].astype(np.float32) / 255.0
   photo = inference.resize(crop, height, width)
-  gray = np.asarray(color.rgb_to_gray(jnp.asarray(photo)[None]))
+  gray = np.asarray(colorspace.rgb_to_gray(jnp.asarray(photo)[None]))
   return np.asarray(halftone.am_screen(gray, period=period, angle=45.0))[0]
 
 
@@ -102,5 +102,5 @@ def test_e2e_trained_chain(chain_run, tmp_path, capsys):
   # Measured mean difference of the two random results: 1.5 levels of 255.
   assert np.abs(out["rand1"] - out["rand2"]).mean() > 0.5 / 255
   for name in ("ref", "rand1", "rand2"):
-    luma = np.asarray(color.rgb_to_gray(jnp.asarray(out[name])))  # [H,W,1]
+    luma = np.asarray(colorspace.rgb_to_gray(jnp.asarray(out[name])))  # [H,W,1]
     assert _ssim(luma, out["ihn_gray"][..., None]) > SSIM_BOUND, name

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 import pytest
 
-from ihc_jax import color
+from ihc_jax import colorspace
 from ihc_jax.trainers import common
 from ihc_jax.trainers import defaults
 from ihc_jax.trainers import hist
@@ -63,7 +63,7 @@ def toy_stage(learning_rate=1e-2, nan_from_step=None, optimizer=optax.adam):
 
   def train_step(state, batch, frozen, rng):
     del frozen, rng
-    target = color.rgb_to_gray(batch["image"])
+    target = colorspace.rgb_to_gray(batch["image"])
     variables = state.variables["toy"]
 
     def loss_fn(params):
@@ -84,8 +84,8 @@ def toy_stage(learning_rate=1e-2, nan_from_step=None, optimizer=optax.adam):
     del frozen, rng
     out = net.apply(state.variables["toy"], batch["image"], train=False)
     # Per-example [B] values: the contract of common.evaluate.
-    return {"mse": jnp.mean(jnp.square(out - color.rgb_to_gray(batch["image"])),
-                            axis=(1, 2, 3))}
+    gray = colorspace.rgb_to_gray(batch["image"])
+    return {"mse": jnp.mean(jnp.square(out - gray), axis=(1, 2, 3))}
 
   def sample_step(state, batch, frozen, rng):
     del frozen, rng

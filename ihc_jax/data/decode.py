@@ -2,10 +2,11 @@
 
 The train stream's hot path: JPEG, PNG, BMP and GIF bytes are decoded by
 TensorFlow ops, so decoding runs in tf.data's threads without the Python GIL.
-The geometry is the one of the PIL path in `ihc_jax.input_pipeline`:
+The geometry is the one of the PIL path
+(`ihc_jax.data.streams.pil_random_crop`):
 
 1. the image is resized so that its short side is S (`resized_shape`, the
-   same rounding as `input_pipeline.resize_short_side`), bilinear with
+   same rounding as `crops.resize_short_side`), bilinear with
    antialiasing (a triangle filter widened by the shrink factor, as PIL's
    BILINEAR; `tf.image.resize(..., antialias=True)`),
 2. an S x S crop at offsets drawn from three uniforms u (`crop_offsets`),
@@ -91,7 +92,7 @@ def jpeg_draft_ratio(height: tf.Tensor, width: tf.Tensor, size: int
                      ) -> tf.Tensor:
   """The DCT scaling (1, 2, 4 or 8) PIL's `draft` picks for short side S.
 
-  As `input_pipeline.decode_image(data, S)`: the largest ratio r with
+  As `image_io.decode_image(data, S)`: the largest ratio r with
   side // r >= the resized side on both axes (resized: ceil(side * S /
   short side)); 1 when the image is not shrunk.
   """

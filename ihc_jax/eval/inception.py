@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ihc_jax import weights
 from ihc_jax.eval import weights_io
 
 INPUT_SIZE = 299
@@ -311,6 +312,6 @@ def load_inception(config: Any) -> Any:
   if not path or not os.path.isfile(path):
     raise weights_io.MissingWeightsError(
         "fid", path, CONVERT_HINT.format(path=path or "inception_fid.npz"))
-  variables = weights_io.load_npz(path)
-  weights_io.check_variables(variables, expected_shapes(), what=path)
+  variables = weights.load_variables(path)
+  weights.validate_variables(variables, expected_shapes(), source=path)
   return jax.tree_util.tree_map(jnp.asarray, variables)

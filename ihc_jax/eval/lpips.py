@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ihc_jax import weights
 from ihc_jax.eval import weights_io
 
 SHIFT = (-0.030, -0.088, -0.188)
@@ -243,6 +244,6 @@ def load_lpips(config: Any) -> tuple[str, Any]:
         f"lpips-{net}", path, CONVERT_HINT.format(
             net=net, backbone_file=_BACKBONE_FILES[net],
             path=path or f"lpips_{net}.npz"))
-  variables = weights_io.load_npz(path)
-  weights_io.check_variables(variables, expected_shapes(net), what=path)
+  variables = weights.load_variables(path)
+  weights.validate_variables(variables, expected_shapes(net), source=path)
   return net, jax.tree_util.tree_map(jnp.asarray, variables)

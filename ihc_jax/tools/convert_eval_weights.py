@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from ihc_jax import weights
 from ihc_jax.eval import inception as inception_lib
 from ihc_jax.eval import lpips as lpips_lib
-from ihc_jax.eval import weights_io
 
 StateDict = dict[str, np.ndarray]
 
@@ -134,8 +134,8 @@ def lpips_from_torch(backbone: Mapping[str, Any], heads: Mapping[str, Any], *,
   if extra:
     raise ValueError(f"LPIPS-{net} heads: unexpected keys {extra[:8]}")
   variables = {"params": params}
-  weights_io.check_variables(variables, lpips_lib.expected_shapes(net),
-                             what=f"LPIPS-{net}")
+  weights.validate_variables(variables, lpips_lib.expected_shapes(net),
+                             source=f"LPIPS-{net}")
   return variables
 
 
@@ -196,9 +196,9 @@ def inception_from_torch(state: Mapping[str, Any]) -> dict[str, Any]:
     flat["/".join([collection, *parts[:-1], name])] = np.array(value)
   if unknown:
     raise ValueError(f"Inception: unexpected keys {sorted(unknown)[:8]}")
-  variables = weights_io.unflatten_variables(flat)
-  weights_io.check_variables(variables, inception_lib.expected_shapes(),
-                             what="FID InceptionV3")
+  variables = weights.unflatten_variables(flat)
+  weights.validate_variables(variables, inception_lib.expected_shapes(),
+                             source="FID InceptionV3")
   return variables
 
 
@@ -206,7 +206,7 @@ def inception_to_torch(variables: Mapping[str, Any]) -> StateDict:
   """Inverse of `inception_from_torch` (without the ignored keys)."""
   inverse = {v: k for k, v in _INCEPTION_LEAVES.items()}
   state = {}
-  for key, value in weights_io.flatten_variables(variables).items():
+  for key, value in weights.flatten_variables(variables).items():
     collection, *path, name = key.split("/")
     module, leaf = inverse[(collection, name)]
     if path[-1] != module:
@@ -242,8 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  net=args.net)
   else:
     variables = inception_from_torch(load_torch_state_dict(args.src))
-  weights_io.save_npz(args.out, variables)
-  count = sum(v.size for v in weights_io.flatten_variables(variables).values())
+  weights.save_variables(args.out, variables)
+  count = sum(v.size for v in weights.flatten_variables(variables).values())
   print(f"wrote {args.out}: {count} values")
   return 0
 

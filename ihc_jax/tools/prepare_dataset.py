@@ -4,7 +4,7 @@
         --name my_photos --data_dir /data/tfds [--short_side 256] \
         [--quality 95]
 
-Every image below `--input_dir` (the files `input_pipeline.list_image_files`
+Every image below `--input_dir` (the files `image_io.list_image_files`
 lists) is decoded once, resized so that its short side is `--short_side`
 (the train stream's PIL path: JPEG draft scaling, antialiased bilinear; an
 image already that small is kept as it is), re-encoded as JPEG and written
@@ -39,16 +39,17 @@ PROG = "ihc-prepare-dataset"
 def _resized_photos(paths: Sequence[str], root: str, short_side: int,
                     skipped: list[str]) -> Iterator[dict[str, object]]:
   """Decoded, resized uint8 photos with their relative names."""
-  from ihc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from ihc_jax import image_io  # pylint: disable=g-import-not-at-top
+  from ihc_jax.data import crops  # pylint: disable=g-import-not-at-top
   for path in paths:
     try:
       with open(path, "rb") as f:
-        array = input_pipeline.decode_image(f.read(), short_side)
+        array = image_io.decode_image(f.read(), short_side)
     except (OSError, ValueError, SyntaxError, EOFError) as error:
       skipped.append(f"{path}: {type(error).__name__}: {error}")
       continue
     if min(array.shape[:2]) > short_side:
-      array = input_pipeline.resize_short_side(array, short_side)
+      array = crops.resize_short_side(array, short_side)
     if array.dtype != np.uint8:
       array = np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
     yield {"image": array, "name": os.path.relpath(path, root)}
@@ -75,14 +76,14 @@ def prepare(input_dir: str, name: str, data_dir: str, *,
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from ihc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from ihc_jax import image_io  # pylint: disable=g-import-not-at-top
   if short_side <= 0:
     raise ValueError(f"--short_side must be positive, got {short_side}")
   if not 1 <= quality <= 100:
     raise ValueError(f"--quality must be in [1, 100], got {quality}")
   if not name.isidentifier() or name != name.lower():
     raise ValueError(f"--name must be a lower-case identifier, got {name!r}")
-  paths = input_pipeline.list_image_files(input_dir)
+  paths = image_io.list_image_files(input_dir)
   if not paths:
     raise ValueError(f"{input_dir!r} holds no image files")
   skipped: list[str] = []

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ihc_jax import cascade
-from ihc_jax import color as color_space
+from ihc_jax import colorspace as color_space
 from ihc_jax import losses
 from ihc_jax import metrics
 from ihc_jax import models

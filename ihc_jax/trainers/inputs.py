@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import ml_collections
 
-from ihc_jax import color
+from ihc_jax import colorspace
 from ihc_jax import halftone
 from ihc_jax import models
 
@@ -29,7 +29,7 @@ def halftone_inputs(key: jax.Array, images: jax.Array,
     `with_color`. The gray halftone does not depend on `with_color`.
   """
   halftone_key, noise_key = jax.random.split(key)
-  gray = color.rgb_to_gray(images)
+  gray = colorspace.rgb_to_gray(images)
   b, h, w, _ = gray.shape
   noise = models.make_noise_map(noise_key, b, h, w, channels=noise_channels,
                                 variant=config.noise_variant)
