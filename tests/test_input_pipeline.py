@@ -1,6 +1,8 @@
 """Tests for ihc_jax.input_pipeline: sources, determinism, resume, sharding."""
 
+import math
 import os
+import time
 
 from etils import epath
 import jax
@@ -363,6 +365,30 @@ def test_shard_batch_builds_global_arrays():
     input_pipeline.shard_batch(batch, mesh, data_axis="model")
 
 
-def test_benchmark_reports_positive_rate():
-  rate = input_pipeline.benchmark_pipeline(_config(), 2, warmup_batches=1)
-  assert rate > 0
+def test_measure_pipeline_counts_the_timed_images_and_their_time():
+  config = _config(batch_size=2)
+  begin = time.perf_counter()
+  rate = input_pipeline.measure_pipeline(config, 3, warmup_batches=1)
+  elapsed = time.perf_counter() - begin
+  # Three timed batches of two images; the warm-up batch is not counted.
+  assert rate.num_images == 3 * 2
+  # The timed part lies inside this call.
+  assert 0 < rate.seconds <= elapsed
+  assert math.isfinite(rate.images_per_s)
+  assert rate.images_per_s == pytest.approx(rate.num_images / rate.seconds,
+                                            rel=1e-12)
+  assert math.isfinite(rate.cpu_ms_per_image) and rate.cpu_ms_per_image > 0
+
+
+def test_benchmark_pipeline_is_the_measured_rate(monkeypatch):
+  calls = []
+
+  def measure(data_config, num_batches, *, seed, warmup_batches):
+    calls.append((data_config, num_batches, seed, warmup_batches))
+    return input_pipeline.PipelineRate(12.5, 3.0, 10, 0.8)
+
+  monkeypatch.setattr(input_pipeline, "measure_pipeline", measure)
+  config = _config()
+  assert input_pipeline.benchmark_pipeline(config, 5, seed=3,
+                                           warmup_batches=1) == 12.5
+  assert calls == [(config, 5, 3, 1)]

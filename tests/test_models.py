@@ -61,9 +61,23 @@ def test_noise_map_official_identical_channels_std_17():
   interior = np.asarray(noise[:, 1:-1, 1:-1, 0])
   # sqrt(8 channels * (1+4+1+4+16+4+1+4+1)) = sqrt(288) = 16.97.
   assert abs(interior.std() - np.sqrt(288.0)) < 0.6
-  # A corner sees 4 of the 9 taps: sqrt(8 * (16+4+4+1)) = 14.1.
-  corners = np.asarray(noise[:, [0, 0, -1, -1], [0, -1, 0, -1], 0])
-  assert corners.shape == (2, 4)
+
+
+def test_noise_map_official_border_std_counts_the_taps_inside():
+  # Zero padding: a border pixel sums only the taps that fall inside the
+  # image, so its std is sqrt(8 * the sum of those taps squared). 8192
+  # independent corner values estimate a std to about 1%.
+  noise = np.asarray(models.make_noise_map(KEY, 2048, 8, 8))[..., 0]
+  corners = noise[:, [0, 0, -1, -1], [0, -1, 0, -1]]
+  edges = np.concatenate([noise[:, 0, 1:-1], noise[:, -1, 1:-1],
+                          noise[:, 1:-1, 0], noise[:, 1:-1, -1]], axis=1)
+  interior = noise[:, 1:-1, 1:-1]
+  # A corner sees 4 of the 9 taps: sqrt(8 * (16+4+4+1)) = 14.14; an edge 6:
+  # sqrt(8 * 30) = 15.49; the interior all 9: sqrt(8 * 36) = 16.97.
+  np.testing.assert_allclose(corners.std(), np.sqrt(8 * 25.0), rtol=0.03)
+  np.testing.assert_allclose(edges.std(), np.sqrt(8 * 30.0), rtol=0.03)
+  np.testing.assert_allclose(interior.std(), np.sqrt(8 * 36.0), rtol=0.03)
+  assert abs(corners.mean()) < 0.05 * np.sqrt(8 * 25.0)
 
 
 def test_filter_noise_on_a_delta_is_the_kernel():
