@@ -173,7 +173,9 @@ def test_fusion_beats_the_better_of_its_inputs(fitted):
   _, _, before, after = fitted["fusion"]
   assert after["fusion_psnr"] > after["best_input_psnr"] + FUSION_MARGIN_DB, (
       after)
-  assert after["fusion_psnr"] > before["fusion_psnr"] + 3.0, (before, after)
+  # F starts at the mean of its inputs (fusion_init="average"): fitting must
+  # improve on that start.
+  assert after["fusion_psnr"] > before["fusion_psnr"], (before, after)
 
 
 @pytest.mark.parametrize("stage,module,extra", [
