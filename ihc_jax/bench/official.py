@@ -36,6 +36,10 @@ test.py once in a fresh process (--no-memory skips it), and the load average
 (the machine may be shared: read ratios against it). The last line gives the
 ratios for inference (all of test.py), the IHN step and the colour step.
 Benchmark figures only: nothing here asserts a speed.
+
+One file (about 540 lines, over the project's 500) on purpose: each timed
+item builds its torch call and its ihc_jax call side by side, so that a
+reader checks in one place that both sides do the same work.
 """
 
 from __future__ import annotations
@@ -304,25 +308,17 @@ def _block(x: Any) -> Any:
   return jax.block_until_ready(x)
 
 
-def build_items(repo: str, size: int, train_batch: int, seed: int
-                ) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
-  """The timed pairs (torch call, ihc_jax call), keyed by item name."""
+def _forward_items(side: "TorchSide", flax_nets: dict[str, Any],
+                   variables: dict[str, Any], size: int, seed: int
+                   ) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
+  """Forward passes of each network, the reference path and all of test.py."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from ihc_jax import inference  # pylint: disable=g-import-not-at-top
   from ihc_jax import models  # pylint: disable=g-import-not-at-top
-  from ihc_jax.models import vgg as vgg_lib  # pylint: disable=g-import-not-at-top
   from ihc_jax.tools import parity  # pylint: disable=g-import-not-at-top
 
-  official = parity.import_official(repo)
-  torch_nets, flax_nets, variables = parity.build_networks(official, size=size, seed=seed)
-  # Separate copies for the training steps, so that the forward items keep
-  # their weights and eval mode.
-  for name in ("ihn", "encoder", "generator", "discriminator"):
-    torch_nets[f"{name}_train"] = copy.deepcopy(torch_nets[name]).train()
-  side = TorchSide(official, torch_nets)
   t = side.tensor
-
   x = make_inputs(size, 1, seed)
   noise_t = side.noise_filter(t(x["raw_noise"])).detach()
   noise = models.filter_noise(jnp.asarray(x["raw_noise"]), variant="official")
@@ -356,9 +352,19 @@ def build_items(repo: str, size: int, train_batch: int, seed: int
   items["test.py (ref + 2 random)"] = (
       lambda: side.colorize(t(x["halftone"]), t(x["reference"]), 2),
       lambda: pipeline.colorize(halftone_2d, reference, num_samples=2))
+  return items
 
-  # Training steps, batch `train_batch`.
-  xb = make_inputs(size, train_batch, seed + 1)
+
+def _ihn_step_item(side: "TorchSide", flax_nets: dict[str, Any],
+                   variables: dict[str, Any], xb: dict[str, Any], seed: int
+                   ) -> tuple[Callable[[], Any], Callable[[], Any]]:
+  """One IHN training step (pixel + VGG pool4 perceptual) on both sides."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from ihc_jax import models  # pylint: disable=g-import-not-at-top
+  from ihc_jax.models import vgg as vgg_lib  # pylint: disable=g-import-not-at-top
+
+  t = side.tensor
   noise_b = models.filter_noise(jnp.asarray(xb["raw_noise"]), variant="official")
   noise_bt = side.noise_filter(t(xb["raw_noise"])).detach()
   ihn_torch = side.ihn_step_fn(t(xb["halftone"]), noise_bt, t(xb["gray"]))
@@ -377,8 +383,18 @@ def build_items(repo: str, size: int, train_batch: int, seed: int
   def ihn_jax():
     ihn_state[0], loss = ihn_step(ihn_state[0], *ihn_inputs, key)
     return _block(loss)
-  items["IHN train step"] = (ihn_torch, ihn_jax)
+  return ihn_torch, ihn_jax
 
+
+def _color_step_item(side: "TorchSide", flax_nets: dict[str, Any],
+                     variables: dict[str, Any], xb: dict[str, Any], seed: int
+                     ) -> tuple[Callable[[], Any], Callable[[], Any]]:
+  """One colorization step (E+G, then D) on both sides."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from ihc_jax.tools import parity  # pylint: disable=g-import-not-at-top
+
+  t = side.tensor
   edge_b = parity._canny(xb["gray"])  # pylint: disable=protected-access
   color_torch = side.color_step_fn(t(xb["gray"]), t(edge_b), t(xb["color"]),
                                    t(xb["reference"]))
@@ -395,11 +411,32 @@ def build_items(repo: str, size: int, train_batch: int, seed: int
       "opt_d": optimizer.init(variables["discriminator"]["params"])}]
   color_inputs = tuple(jnp.asarray(a) for a in (xb["gray"], edge_b, xb["color"],
                                                  xb["reference"]))
+  key = jax.random.PRNGKey(seed)
 
   def color_jax():
     color_state[0], loss = color_step(color_state[0], *color_inputs, key)
     return _block(loss)
-  items["colour train step"] = (color_torch, color_jax)
+  return color_torch, color_jax
+
+
+def build_items(repo: str, size: int, train_batch: int, seed: int
+                ) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
+  """The timed pairs (torch call, ihc_jax call), keyed by item name."""
+  from ihc_jax.tools import parity  # pylint: disable=g-import-not-at-top
+
+  official = parity.import_official(repo)
+  torch_nets, flax_nets, variables = parity.build_networks(official, size=size, seed=seed)
+  # Separate copies for the training steps, so that the forward items keep
+  # their weights and eval mode.
+  for name in ("ihn", "encoder", "generator", "discriminator"):
+    torch_nets[f"{name}_train"] = copy.deepcopy(torch_nets[name]).train()
+  side = TorchSide(official, torch_nets)
+  items = _forward_items(side, flax_nets, variables, size, seed)
+  # Training steps, batch `train_batch`.
+  xb = make_inputs(size, train_batch, seed + 1)
+  items["IHN train step"] = _ihn_step_item(side, flax_nets, variables, xb, seed)
+  items["colour train step"] = _color_step_item(side, flax_nets, variables, xb,
+                                                seed)
   return items
 
 
