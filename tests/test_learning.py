@@ -154,7 +154,8 @@ def test_histogram_estimator_error_falls(fitted):
 
 
 # Issue #11 is open: measured on this batch, recovery 16.6 dB against the
-# gray's 18.2 dB, and F 16.2 dB against its better input's 16.7 dB. Strict:
+# gray's 18.2 dB, and F 16.2 dB against its better input's 16.7 dB (F from
+# a random start; it now starts at the mean of its inputs). Strict:
 # the day the recipe learns, these XPASS and fail until the marks go.
 @pytest.mark.xfail(strict=True, reason="the colour recipe does not beat the "
                    "gray in three channels yet (issue #11)")
