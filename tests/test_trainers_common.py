@@ -223,6 +223,22 @@ def test_nonfinite_loss_stops_run_and_keeps_last_good_checkpoint(tmp_path):
   assert_trees_equal(params_of(workdir), params_of(good))
 
 
+def test_nonfinite_streak_is_caught_between_sync_points(tmp_path):
+  """With logs and checkpoints every 10 steps, the host reads each step's
+  flag one step late (no wait between steps) and still stops at the step
+  where the streak reached the limit, before the step-10 checkpoint."""
+  workdir = str(tmp_path / "nan")
+  config = toy_config(50, max_consecutive_nonfinite=3)
+  config.checkpoint.every_steps = 10
+  config.log.every_steps = 10
+  config.log.sample_every_steps = 10
+  config.eval.every_steps = 10
+  with pytest.raises(common.NonFiniteError,
+                     match=r"3 consecutive steps .* \(step 5\)"):
+    common.run_stage(config, workdir, toy_stage(nan_from_step=2))
+  assert common.StageCheckpointer(workdir, "toy").latest_step() is None
+
+
 def test_sigterm_saves_checkpoint_and_returns(tmp_path):
   workdir = str(tmp_path / "term")
   config = toy_config(100_000)

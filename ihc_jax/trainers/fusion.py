@@ -7,9 +7,16 @@ codes inference feeds F:
 
 * recovery: z ~ E(I); the target is the ground truth I;
 * reference: z ~ E(I_ref), and random: z ~ N(0, I). No ground truth exists
-  for these; the target keeps what is known and what the code asked for:
-  the true luminance of I (ITU-R 601) with the chroma of the IHN->C result
-  (`color.replace_luma`), the path whose colours the paper calls vivid.
+  for these; only the luminance of I (ITU-R 601) is known. The target is
+  that luminance under a chroma chosen by `pseudo_target`
+  (`colorspace.replace_luma`):
+  - "own" (default): F's own chroma, without gradient. The loss then sees
+    only F's luminance error on these schemes, and F learns which path's
+    colours to trust from the recovery scheme alone, where the truth is
+    known.
+  - "forward": the chroma of the IHN->C result, the path whose colours the
+    paper calls vivid. It pulls F toward that path's colours whether or not
+    they are the better ones (docs/training.md, "F's targets").
 
 F(forward, inverse) is trained with an L1 loss and a VGG perceptual loss
 against those targets; an adversarial loss (a fresh D on images) is
@@ -45,6 +52,7 @@ from ihc_jax.trainers import linen_utils
 FROZEN = ("ihn", "encoder", "generator")
 TERMS = ("l1", "perceptual", "adversarial")
 FUSION_INITS = ("average", "random")
+PSEUDO_TARGETS = ("own", "forward")
 VGG_TERMS = ("perceptual",)
 SCHEMES = ("recovery", "reference", "random")
 
@@ -85,6 +93,9 @@ def default_config() -> ml_collections.ConfigDict:
   # start a short run ends below its better input) or "random" (the
   # framework's default initialisation).
   config.fusion_init = "average"
+  # Chroma of the reference and random schemes' targets (module docstring):
+  # "own" (F's own, no gradient: a luminance-only loss) or "forward".
+  config.pseudo_target = "own"
   return config
 
 
@@ -93,7 +104,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   loss terms)."""
   common.validate_config(config, default_config(),
                          choices=dict(defaults.CHOICES,
-                                      fusion_init=FUSION_INITS),
+                                      fusion_init=FUSION_INITS,
+                                      pseudo_target=PSEUDO_TARGETS),
                          required=defaults.required_keys(config, VGG_TERMS))
   losses.check_loss_weights(config.loss, TERMS, stage="fusion")
 
@@ -171,9 +183,10 @@ def prepare(batch: dict[str, jax.Array], frozen: dict[str, Any],
     sample_codes: sample E's codes (training) or use their means (eval).
 
   Returns:
-    Dict with 'image', 'halftone', 'ihn_gray' [B,...] and, scheme-major
-    ([3B, S, S, 3]: recovery, reference, random), 'forward', 'inverse' and
-    'target'. No gradient.
+    Dict with 'image', 'gray', 'halftone', 'ihn_gray' [B,...] and,
+    scheme-major ([3B, S, S, 3]: recovery, reference, random), 'forward'
+    and 'inverse' (the targets follow from these and F's output:
+    `targets`). No gradient.
   """
   keys = jax.random.split(rng, 4)
   image = batch["image"]
@@ -192,15 +205,28 @@ def prepare(batch: dict[str, jax.Array], frozen: dict[str, Any],
 
   forward, inverse = scheme_major(paths["forward"]), scheme_major(
       paths["inverse"])
-  pseudo = color_space.replace_luma(forward[b:], jnp.concatenate([gray] * 2))
-  target = jnp.concatenate([image, jnp.clip(pseudo, 0.0, 1.0)])
   return jax.lax.stop_gradient(dict(
       image=image, gray=gray, halftone=ht, ihn_gray=paths["ihn_gray"],
-      forward=forward, inverse=inverse, target=target))
+      forward=forward, inverse=inverse))
 
 
 # ----------------------------------------------------------------------------
 # Losses.
+
+
+def targets(data: dict[str, jax.Array], fused: jax.Array,
+            pseudo_target: str) -> jax.Array:
+  """F's targets [3B, S, S, 3]: the photo for the recovery scheme; the true
+  luminance under the `pseudo_target` chroma (F's own, without gradient, or
+  the IHN->C result's) for the reference and random schemes."""
+  if pseudo_target not in PSEUDO_TARGETS:
+    raise ValueError(f"pseudo_target must be one of {PSEUDO_TARGETS}, "
+                     f"got {pseudo_target!r}")
+  b = data["image"].shape[0]
+  chroma = (jax.lax.stop_gradient(fused[b:]) if pseudo_target == "own"
+            else data["forward"][b:])
+  pseudo = color_space.replace_luma(chroma, jnp.concatenate([data["gray"]] * 2))
+  return jnp.concatenate([data["image"], jnp.clip(pseudo, 0.0, 1.0)])
 
 
 def fusion_losses(params: Any, variables: dict[str, Any],
@@ -214,11 +240,12 @@ def fusion_losses(params: Any, variables: dict[str, Any],
   """
   fused = nets.fusion.apply({"params": params}, data["forward"],
                             data["inverse"])
+  target = targets(data, fused, config.pseudo_target)
   weights = config.loss
-  terms = {"l1": losses.l1_loss(fused, data["target"])}
+  terms = {"l1": losses.l1_loss(fused, target)}
   if weights.perceptual > 0:
     terms["perceptual"] = losses.perceptual_loss(
-        frozen["vgg19"]["params"], fused, data["target"],
+        frozen["vgg19"]["params"], fused, target,
         layer=config.perceptual.layer,
         normalization=config.model.vgg19.normalization)
   if weights.adversarial > 0:

@@ -278,14 +278,31 @@ def _write_samples(run: _Run, step: int, state: TrainState,
     save_png(os.path.join(run.workdir, "samples", f"step_{step:07d}.png"), grid)
 
 
-def _check_nonfinite(run: _Run, state: TrainState, step: int) -> None:
-  streak = int(jax.device_get(state.nonfinite_streak))
-  if streak >= run.config.max_consecutive_nonfinite:
-    run.writer.flush()
-    raise NonFiniteError(
-        f"stage {run.stage.name}: {streak} consecutive steps had a non-finite "
-        f"loss, gradient or update (step {step}); stopping. The last "
-        f"checkpoint in {os.path.join(run.workdir, CHECKPOINT_DIR)} is intact.")
+def _fold_nonfinite(run: _Run, streak: int,
+                    unread: list[tuple[int, Metrics]]) -> int:
+  """Adds steps to the host's count of consecutive skipped steps.
+
+  Reads each step's `nonfinite` flag (a device scalar) in order: a skipped
+  step adds one, an applied one resets the count, as `guarded_update` does
+  with `state.nonfinite_streak`.
+
+  Returns:
+    The new count.
+
+  Raises:
+    NonFiniteError: the count reached `config.max_consecutive_nonfinite`.
+  """
+  flags = jax.device_get([metrics["nonfinite"] for _, metrics in unread])
+  for (step, _), flag in zip(unread, flags):
+    streak = streak + 1 if float(flag) else 0
+    if streak >= run.config.max_consecutive_nonfinite:
+      run.writer.flush()
+      raise NonFiniteError(
+          f"stage {run.stage.name}: {streak} consecutive steps had a "
+          f"non-finite loss, gradient or update (step {step}); stopping. The "
+          f"last checkpoint in {os.path.join(run.workdir, CHECKPOINT_DIR)} "
+          f"is intact.")
+  return streak
 
 
 def _every(step: int, interval: int, last: int) -> bool:
@@ -306,6 +323,11 @@ def _train(run: _Run, state: TrainState, train_ds: Any, eval_ds: Any,
       every_steps=config.log.every_steps)
   train_iter = _numpy_iterator(train_ds)
   step = int(jax.device_get(state.step))
+  # The host reads a step's `nonfinite` flag only after the next step is
+  # dispatched (or at once before a log, sample, eval or checkpoint), so it
+  # never waits for the device between two steps.
+  streak = int(jax.device_get(state.nonfinite_streak))
+  unread: list[tuple[int, Metrics]] = []
   pending: list[Metrics] = []
   eval_metrics: dict[str, float] = {}
   sample_batch = None
@@ -319,17 +341,26 @@ def _train(run: _Run, state: TrainState, train_ds: Any, eval_ds: Any,
     pending.append(metrics)
     step += 1
     report(step)
-    _check_nonfinite(run, state, step)
-    if _every(step, config.log.every_steps, num_steps):
+    unread.append((step, metrics))
+    log = _every(step, config.log.every_steps, num_steps)
+    sample = sample_step and _every(step, config.log.sample_every_steps,
+                                    num_steps)
+    evaluate_now = eval_step and _every(step, config.eval.every_steps,
+                                        num_steps)
+    save = _every(step, config.checkpoint.every_steps, num_steps)
+    settle = log or sample or evaluate_now or save
+    streak = _fold_nonfinite(run, streak, unread if settle else unread[:-1])
+    unread = [] if settle else unread[-1:]
+    if log:
       _log_train(run, step, pending, time.time() - last_log)
       pending, last_log = [], time.time()
-    if sample_step and _every(step, config.log.sample_every_steps, num_steps):
+    if sample:
       _write_samples(run, step, state, sample_batch, sample_step)
-    if eval_step and _every(step, config.eval.every_steps, num_steps):
+    if evaluate_now:
       eval_metrics = evaluate(stage, state, eval_ds, run.mesh,
                               config.eval.num_batches, run.eval_key, eval_step)
       run.writer.write_scalars(step, eval_metrics)
-    if _every(step, config.checkpoint.every_steps, num_steps):
+    if save:
       run.checkpointer.save(state)
   return state, eval_metrics
 
