@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from ihc_jax.models import layers
 from ihc_jax.models.unet import UNet
@@ -56,3 +58,71 @@ class ColorizationNet(nn.Module):
                 num_downs=self.num_downs,
                 ngf=self.ngf, max_mult=self.max_mult, dense_innermost=False,
                 dropout_rate=self.dropout_rate, name="unet")(x, z, edge, train=train)
+
+
+# Knots of the pass-through in `gray_init`: hinge i is ReLU(x - KNOTS[i]);
+# the pre-tanh output interpolates atanh(x) linearly between the knots and
+# `_LAST_POINT` (tanh(output) is then within 0.02 of x on [0, 1]).
+_KNOTS = (0.0, 0.5, 0.75, 0.9)
+_LAST_POINT = 0.97
+
+
+def _hinge_weights(knots: tuple[float, ...]) -> np.ndarray:
+  """Weights w with sum_i w_i ReLU(x - knots[i]) = the linear interpolation
+  of atanh through (knots..., _LAST_POINT)."""
+  points = np.array(knots + (_LAST_POINT,), np.float64)
+  slopes = np.diff(np.arctanh(points)) / np.diff(points)
+  return np.diff(slopes, prepend=0.0)
+
+
+def gray_init(params: dict) -> dict:
+  """G's parameters changed so that G(x, edge, z) is about x in every channel.
+
+  The official G (`UNet`) has no full-resolution skip: the image reaches the
+  output through the outermost level only (a 4x4 stride-2 conv, then ReLU,
+  a bilinear x2 upsampling, a 3x3 conv and tanh). From a random start a
+  short run spends its steps learning to pass the gray through before it
+  can colour it, and ends below the gray itself ("gray in three channels").
+  This start keeps the architecture and changes only initial values, as
+  `models.fusion.average_init` does for F:
+
+  * down_0: its last K = min(4, ngf) output channels are the 2x2 mean of
+    x minus a knot (x only: 0.25 on the four centre taps, bias -knot); the
+    other channels keep their random values;
+  * up_0: the centre tap maps those K hinges, after the ReLU and the
+    upsampling, to a piecewise-linear atanh in each output channel; every
+    other weight and the bias are zero, so the deeper levels, z and the
+    edge map start with no effect and get gradient from the first step on.
+
+  The output starts as the gray, blurred by the 2x2 mean and the bilinear
+  upsampling, in all three channels.
+
+  Args:
+    params: G's `params` collection (`{"unet": ...}`), any width.
+
+  Returns:
+    A new params dict of the same structure, shapes and dtypes.
+  """
+  params = jax.tree.map(lambda x: x, dict(params))
+  unet = dict(params["unet"])
+  down = unet["down_0"]
+  kernel = down["kernel"]  # [4, 4, C_in, ngf]; x is input channel 0
+  ngf = kernel.shape[-1]
+  k = min(len(_KNOTS), ngf)
+  knots = _KNOTS[:k]
+  hinge = jnp.zeros(kernel.shape[:3] + (k,), kernel.dtype)
+  hinge = hinge.at[1:3, 1:3, 0, :].set(0.25)
+  unet["down_0"] = dict(
+      kernel=kernel.at[..., ngf - k:].set(hinge),
+      bias=down["bias"].at[ngf - k:].set(-jnp.asarray(knots, kernel.dtype)))
+  up = unet["up_0"]
+  up_kernel = up["kernel"]  # [3, 3, channels of cat(up_1, d_0), out]
+  weights = jnp.asarray(_hinge_weights(knots), up_kernel.dtype)
+  in_ch, out_ch = up_kernel.shape[2:]
+  centre = jnp.zeros((in_ch, out_ch), up_kernel.dtype)
+  centre = centre.at[in_ch - k:, :].set(weights[:, None])
+  unet["up_0"] = dict(
+      kernel=jnp.zeros_like(up_kernel).at[1, 1].set(centre),
+      bias=jnp.zeros_like(up["bias"]))
+  params["unet"] = unet
+  return params

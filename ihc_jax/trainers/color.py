@@ -43,6 +43,7 @@ from ihc_jax import colorspace as color_space
 from ihc_jax import losses
 from ihc_jax import metrics
 from ihc_jax import models
+from ihc_jax.models import generator as generator_lib
 from ihc_jax.models import histogram as histogram_lib
 from ihc_jax.trainers import baselines
 from ihc_jax.trainers import common
@@ -51,6 +52,7 @@ from ihc_jax.trainers import inputs
 from ihc_jax.trainers import linen_utils
 
 TRAINED = ("encoder", "generator", "discriminator")
+GENERATOR_INITS = ("gray", "random")
 FROZEN = ("ihn", "histogram")
 # Every term the step computes; `config.loss` must weight exactly these.
 TERMS = ("recovery_l1", "reference_mse", "halftone_task", "structure",
@@ -111,6 +113,11 @@ def default_config() -> ml_collections.ConfigDict:
   })
   config.init_from = ml_collections.ConfigDict(
       {name: "" for name in TRAINED})
+  # G's start: "gray" (G(x, edge, z) starts as the gray x in every channel,
+  # `models.generator.gray_init`; G has no full-resolution skip and from a
+  # random start a short run ends below the gray itself) or "random" (the
+  # framework's default initialisation). `init_from.generator` overrides it.
+  config.generator_init = "gray"
   # Built-in exemplar transfer (used when the data has no `example`).
   config.exemplar = ml_collections.ConfigDict(dict(
       num_samples=200, window=5, luminance_weight=0.5, chunk_pixels=16384))
@@ -128,7 +135,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   loss terms)."""
   common.validate_config(
       config, default_config(),
-      choices=dict(defaults.CHOICES,
+      choices=dict(defaults.CHOICES, generator_init=GENERATOR_INITS,
                    **{"mode_seeking.distance": ("pixel", "gram"),
                       "mode_seeking.form": losses.mode_seeking.FORMS}),
       required=defaults.required_keys(config, _vgg_terms(config)))
@@ -161,17 +168,27 @@ def build_networks(config: ml_collections.ConfigDict,
       histogram=models.build("histogram", frozen_sections["histogram"]))
 
 
-def init_variables(key: jax.Array, *, nets: Networks,
-                   size: int) -> dict[str, Any]:
-  """Fresh variables of E, G and D for `size` x `size` images."""
+def init_variables(key: jax.Array, *, nets: Networks, size: int,
+                   generator_init: str = "gray") -> dict[str, Any]:
+  """Fresh variables of E, G and D for `size` x `size` images.
+
+  `generator_init="gray"` starts G at the gray in three channels
+  (`models.generator.gray_init`), "random" at the default initialisation.
+  """
+  if generator_init not in GENERATOR_INITS:
+    raise ValueError(f"generator_init must be one of {GENERATOR_INITS}, "
+                     f"got {generator_init!r}")
   keys = jax.random.split(key, 3)
   image = jnp.zeros((1, size, size, 3), jnp.float32)
   gray = jnp.zeros((1, size, size, 1), jnp.float32)
   z = jnp.zeros((1, nets.generator.nz), jnp.float32)
+  g_vars = linen_utils.init_variables(nets.generator, keys[1], gray, gray, z,
+                                      train=False)
+  if generator_init == "gray":
+    g_vars = dict(g_vars, params=generator_lib.gray_init(g_vars["params"]))
   return {
       "encoder": linen_utils.init_variables(nets.encoder, keys[0], image),
-      "generator": linen_utils.init_variables(nets.generator, keys[1], gray, gray,
-                                           z, train=False),
+      "generator": g_vars,
       "discriminator": linen_utils.init_variables(nets.discriminator, keys[2],
                                                image, z, train=False),
   }
@@ -543,8 +560,9 @@ def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
   bound = dict(nets=nets, config=config)
   return common.Stage(
       name="color",
-      init_variables=functools.partial(init_variables, nets=nets,
-                                       size=config.data.image_size),
+      init_variables=functools.partial(
+          init_variables, nets=nets, size=config.data.image_size,
+          generator_init=config.generator_init),
       optimizers=optimizers,
       train_step=functools.partial(train_step, optimizers=optimizers, **bound),
       frozen=frozen,
