@@ -3,7 +3,7 @@
   python -m ihc_jax.main --config=configs/demo.py --workdir=/tmp/ihc_demo
 
 Runs ihn -> hist -> color -> fusion in /tmp/ihc_demo/{ihn,hist,color,fusion}
-on a 2-core CPU in about ten minutes: 64x64 crops, tiny widths, a few hundred
+on a 2-core CPU in about twelve minutes: 64x64 crops, tiny widths, a few hundred
 steps in all. It leaves checkpoints of every stage, TensorBoard logs
 (`tensorboard --logdir /tmp/ihc_demo`), PNG sample grids in each stage's
 `samples/`, and metrics summaries (PSNR/SSIM of the IHN and of the recovery
