@@ -55,6 +55,26 @@ def test_chunked_equals_unchunked_value_and_gradient():
   assert float(ss.self_similarity_loss(out, out, chunk_rows=6)) == 0.0
 
 
+def test_black_patches_give_a_finite_gradient():
+  """A black patch is a zero vector (G's tanh gives exactly 0 there, e.g.
+  at its gray start on black areas): its similarities are 0 and the
+  gradient is finite, where the plain norm's gradient is NaN."""
+  tgt = np.random.default_rng(2).random((1, 16, 16, 3), dtype=np.float32)
+  out = jnp.asarray(tgt).at[:, :8].set(0.0)
+  s = ss.self_similarity_matrix(out)
+  np.testing.assert_array_equal(s[0, :8], 0.0)  # patch rows of the black half
+  for chunk in (None, 6):
+    grad = jax.grad(lambda o, c=chunk: ss.self_similarity_loss(
+        o, tgt, chunk_rows=c))(out)
+    assert np.isfinite(grad).all() and np.abs(grad).sum() > 0, chunk
+  # Value unchanged elsewhere: the non-black rows match the direct formula.
+  x = jnp.asarray(out).reshape(1, 4, 4, 4, 4, 3).mean(axis=(2, 4)).reshape(
+      1, 16, 3)
+  unit = x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + ss.NORM_EPS)
+  np.testing.assert_allclose(s[0, 8:], (unit @ jnp.swapaxes(unit, 1, 2))[0, 8:],
+                             atol=1e-6)
+
+
 def test_chunking_bounds_compiled_memory():
   """At 64x64 (N = 256), the chunked loss's temporaries stay well below the
   unchunked ones (which hold several [B, N, N] arrays)."""

@@ -146,6 +146,10 @@ def test_latent_term_updates_g_only(chain_run):
   from ihc_jax.trainers import color  # pylint: disable=g-import-not-at-top
   workdir, _ = chain_run
   config = stage_config("color", workdir)
+  # G's random start: from the gray start, z has no effect on G's output
+  # until the first update, so no term can reach E yet and the control
+  # below (the recovery L1 does train E) would have nothing to show.
+  config.generator_init = "random"
   trainer = color.make_stage(config)
   nets = trainer.train_step.keywords["nets"]
   variables = trainer.init_variables(jax.random.PRNGKey(0))

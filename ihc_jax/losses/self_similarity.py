@@ -52,7 +52,13 @@ def patch_vectors(images: jax.Array, *, patch: int = PATCH,
     raise ValueError(f"self-similarity: image {h}x{w} is smaller than one {patch}x{patch} patch")
   x = jnp.asarray(images, jnp.float32)[:, :gh * patch, :gw * patch]
   x = x.reshape(b, gh, patch, gw, patch, c).mean(axis=(2, 4)).reshape(b, gh * gw, c)
-  return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + eps)
+  # The norm's gradient is 0/0 at a zero vector (a black patch, which tanh
+  # outputs give exactly); the double `where` keeps the value and makes
+  # that gradient 0 instead of NaN.
+  squared = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
+  positive = squared > 0
+  norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
+  return x / (norm + eps)
 
 
 def self_similarity_matrix(images: jax.Array, *, patch: int = PATCH,
