@@ -40,10 +40,11 @@ screen period).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -128,7 +129,7 @@ class Pipeline:
                trained_period: float | None = OFFICIAL_SCREEN_PERIOD,
                image_size: int = OFFICIAL_IMAGE_SIZE,
                noise_variant: str = "official", overlap: int | None = None,
-               tile_batch: int = 2, source: str = ""):
+               tile_batch: int = 2, sequential: bool = True, source: str = ""):
     """Builds the networks.
 
     Args:
@@ -141,6 +142,13 @@ class Pipeline:
       noise_variant: IHN noise map variant ('official' for official weights).
       overlap: tile overlap in px (default image_size // 4).
       tile_batch: tiles per network call; bounds memory.
+      sequential: run each network as its own compiled function, G once per
+        colour code and the IHN once per colour channel, as the official
+        test.py does (`cascade.paths(sequential=True)`): the peak memory of
+        one network call and its compilation instead of the whole graph's.
+        False compiles the whole graph with every code and channel batched
+        (same values up to float rounding; more parallel work per call, for
+        accelerators).
       source: description of where the weights came from.
     """
     missing = [n for n in NETWORKS if n not in variables]
@@ -160,11 +168,13 @@ class Pipeline:
     self.noise_variant = noise_variant
     self.overlap = image_size // 4 if overlap is None else overlap
     self.tile_batch = tile_batch
+    self.sequential = sequential
     self.source = source
     self._signatures: set[tuple[Any, ...]] = set()
     self._architecture = json.dumps(
         pipeline_files.config_dicts(model_config) | {
-            "noise_variant": noise_variant}, sort_keys=True, default=str)
+            "noise_variant": noise_variant, "sequential": sequential},
+        sort_keys=True, default=str)
 
   # -- loading ---------------------------------------------------------------
 
@@ -257,21 +267,61 @@ class Pipeline:
 
   # -- the network graph ------------------------------------------------------
 
-  def _tile_fn(self, variables: Any, halftone: jax.Array, z: jax.Array,
-               noise_keys: jax.Array, intermediates: bool
-               ) -> dict[str, jax.Array]:
-    """The official graph on [N, h, w, 1] tiles with K codes z [N, K, nz]."""
+  def _network_fns(self) -> dict[str, Callable[..., jax.Array]]:
+    """Each network as a function of (its variables, inputs), and the
+    noise maps and Canny edges: the pieces of the graph."""
     ihn, gen, fusion = (self.networks[n] for n in ("ihn", "generator",
                                                    "fusion"))
+    nz_ihn = int(self.model_config.ihn.nz)
+    variant = self.noise_variant
+
+    def noise(keys, h, w):
+      return jax.vmap(lambda key: models.make_noise_map(
+          key, 1, h, w, channels=nz_ihn, variant=variant)[0])(keys)
+
+    return dict(
+        ihn=lambda v, x, n: ihn.apply(v, x, n, train=False)[-1],
+        generator=lambda v, x, e, c: gen.apply(v, x, e, c, train=False),
+        fusion=fusion.apply, edges=models.canny_edges, noise=noise)
+
+  def _jitted_fns(self) -> dict[str, Callable[..., jax.Array]]:
+    """`_network_fns`, each compiled on its own (once per input shape, and
+    shared by pipelines of the same architecture)."""
+    key = (self._architecture, "pieces")
+    if key not in _COMPILED:
+      _COMPILED[key] = {
+          name: jax.jit(fn, static_argnums=(1, 2) if name == "noise" else ())
+          for name, fn in self._network_fns().items()}
+    return _COMPILED[key]
+
+  def _tile_fn(self, variables: Any, halftone: jax.Array, z: jax.Array,
+               noise_keys: jax.Array, intermediates: bool, *,
+               fns: dict[str, Callable[..., jax.Array]] | None = None
+               ) -> dict[str, jax.Array]:
+    """The official graph on [N, h, w, 1] tiles with K codes z [N, K, nz].
+
+    With `fns=None` this is one graph for `jit` (every code and colour
+    channel batched). With the compiled pieces (`_jitted_fns`) it runs
+    outside `jit`, one code and one colour channel at a time
+    (`cascade.paths(sequential=True)`): the same values up to float
+    rounding, with the memory of one network call.
+    """
+    sequential = fns is not None
+    fns = fns or self._network_fns()
     n, h, w, _ = halftone.shape
     k = z.shape[1]
-    nz_ihn = int(self.model_config.ihn.nz)
-    noise = jax.vmap(lambda key: models.make_noise_map(
-        key, 1, h, w, channels=nz_ihn, variant=self.noise_variant)[0])(
-            noise_keys)
-    paths = cascade.two_paths(ihn, gen, variables, halftone, noise, z)
-    fused = fusion.apply(variables["fusion"], paths["forward"],
-                         paths["inverse"])
+    noise = fns["noise"](noise_keys, h, w)
+    paths = cascade.paths(
+        functools.partial(fns["ihn"], variables["ihn"]),
+        functools.partial(fns["generator"], variables["generator"]),
+        fns["edges"], halftone, noise, z, sequential=sequential)
+    fuse = functools.partial(fns["fusion"], variables["fusion"])
+    if sequential:
+      fused = jnp.concatenate([
+          fuse(paths["forward"][i:i + 1], paths["inverse"][i:i + 1])
+          for i in range(n * k)])
+    else:
+      fused = fuse(paths["forward"], paths["inverse"])
 
     def by_code(x):  # [N * K, h, w, 3] -> [N, h, w, K * 3]
       return jnp.moveaxis(x.reshape(n, k, h, w, 3), 1, 3).reshape(
@@ -288,7 +338,8 @@ class Pipeline:
 
   def _compiled_fn(self, tiles: np.ndarray, z: np.ndarray,
                    keys: np.ndarray, intermediates: bool) -> Any:
-    """The compiled graph for this input signature, compiled at most once.
+    """The compiled graph for this input signature, compiled at most once
+    (or, `sequential`, the graph over the separately compiled networks).
 
     The cache is shared by pipelines with the same architecture (e.g. one
     per CLI run or test), since variables are arguments, not constants.
@@ -298,6 +349,9 @@ class Pipeline:
     signature = (self._architecture, str(shapes), tiles.shape, z.shape,
                  intermediates)
     self._signatures.add(signature)
+    if self.sequential:
+      return functools.partial(self._tile_fn, intermediates=intermediates,
+                               fns=self._jitted_fns())
     if signature not in _COMPILED:
       logger.info("compiling the pipeline for tiles %s with %d code(s)",
                   tiles.shape[1:3], z.shape[1])
