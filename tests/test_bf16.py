@@ -19,6 +19,7 @@ import pytest
 
 from ihc_jax import inference
 from ihc_jax import models
+from ihc_jax import pipeline_files
 from ihc_jax import weights
 from ihc_jax.bench import flops
 from ihc_jax.bench import train as bench_train
@@ -124,6 +125,13 @@ def test_pipeline_dtype_override():
   assert model_config.ihn.dtype == "float32"  # the input is not changed
   with pytest.raises(ValueError, match="'fp8'"):
     inference.with_dtype(model_config, "fp8")
+  variables = pipeline_files.init_random_variables(model_config,
+                                                   image_size=SIZE)
+  pipeline = inference.Pipeline(model_config, variables, image_size=SIZE,
+                                dtype="bfloat16")
+  assert {n.dtype for n in pipeline.networks.values()} == {jnp.bfloat16}
+  pipeline = inference.Pipeline(model_config, variables, image_size=SIZE)
+  assert {n.dtype for n in pipeline.networks.values()} == {jnp.float32}
 
 
 def _bf16_stage_config(stage, root):
