@@ -49,6 +49,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from ihc_jax import cascade
@@ -103,6 +104,19 @@ class Colorization:
   latents: np.ndarray
 
 
+def with_dtype(model_config: Any, dtype: str) -> ml_collections.ConfigDict:
+  """A copy of the four network sections with every `dtype` set to `dtype`.
+
+  Raises:
+    ValueError: `dtype` is not one of `models.DTYPE_NAMES`.
+  """
+  out = ml_collections.ConfigDict(pipeline_files.config_dicts(model_config))
+  for name in NETWORKS:
+    models.precision.compute_dtype(name, dtype)
+    out[name].dtype = dtype
+  return out
+
+
 def _model_size(model_config: Any) -> int:
   """2**num_downs of the U-Nets: inputs must be multiples of this."""
   return 2**max(int(model_config.ihn.num_downs),
@@ -129,7 +143,8 @@ class Pipeline:
                trained_period: float | None = OFFICIAL_SCREEN_PERIOD,
                image_size: int = OFFICIAL_IMAGE_SIZE,
                noise_variant: str = "official", overlap: int | None = None,
-               tile_batch: int = 2, sequential: bool = True, source: str = ""):
+               tile_batch: int = 2, sequential: bool = True, source: str = "",
+               dtype: str | None = None):
     """Builds the networks.
 
     Args:
@@ -150,11 +165,17 @@ class Pipeline:
         (same values up to float rounding; more parallel work per call, for
         accelerators).
       source: description of where the weights came from.
+      dtype: compute dtype of all four networks ("float32", "bfloat16" or
+        "float16"), overriding the `dtype` of their sections; None keeps
+        the sections' own (float32 where a section has none). Weights stay
+        float32 and results are float32.
     """
     missing = [n for n in NETWORKS if n not in variables]
     if missing:
       raise PipelineError(f"{source or 'variables'}: missing network(s) "
                           f"{', '.join(missing)}")
+    if dtype is not None:
+      model_config = with_dtype(model_config, dtype)
     self.model_config = model_config
     self.variables = jax.device_put({n: variables[n] for n in NETWORKS})
     self.networks = {n: models.build(n, model_config[n]) for n in NETWORKS}

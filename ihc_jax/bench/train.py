@@ -3,12 +3,17 @@
 For each stage, builds its real jitted train step (the one `run_stage` uses)
 on random data and random frozen networks, and prints steps/s, images/s, the
 peak memory (device statistics where the backend has them, else XLA's
-memory analysis of the step) and the achieved FLOP/s (XLA cost analysis of
-the compiled step / measured step time).
+memory analysis of the step), the achieved FLOP/s (XLA cost analysis of
+the compiled step / measured step time) and, on a device whose peak is known
+(`ihc_jax.bench.flops.PEAK_FLOPS`), the MFU for the compute dtype.
 
   python -m ihc_jax.bench train --stage ihn                 # demo size (64 px, tiny)
   python -m ihc_jax.bench train --stage color --size paper  # 256 px, official widths
   python -m ihc_jax.bench train --stage all --steps 3
+  python -m ihc_jax.bench train --stage color --size paper --dtype bfloat16
+
+`--dtype` sets the compute dtype of every network of the stage, the frozen
+ones included (`config.model.<net>.dtype`).
 
 `--size paper` is meant for a GPU/TPU; on a CPU use a small `--batch` and
 few `--steps`.
@@ -32,6 +37,7 @@ import numpy as np
 
 from ihc_jax import models
 from ihc_jax import weights
+from ihc_jax.bench import flops as flops_lib
 from ihc_jax.tools import convert_weights
 from ihc_jax.trainers import chain
 from ihc_jax.trainers import common
@@ -42,9 +48,12 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 
-def stage_config(stage: str, size: str, batch: int | None
-                 ) -> ml_collections.ConfigDict:
-  """The demo-size or paper-size config of `stage` (random VGG features)."""
+def stage_config(stage: str, size: str, batch: int | None,
+                 dtype: str = "float32") -> ml_collections.ConfigDict:
+  """The demo-size or paper-size config of `stage` (random VGG features).
+
+  Every network section of the stage computes in `dtype`.
+  """
   module = importlib.import_module(f"ihc_jax.trainers.{stage}")
   config = module.default_config()
   if size == "demo":
@@ -55,7 +64,15 @@ def stage_config(stage: str, size: str, batch: int | None
   if batch:
     config.data.batch_size = batch
   config.perceptual.random_features = True
+  set_dtype(config.model, dtype)
   return config
+
+
+def set_dtype(model_config: ml_collections.ConfigDict, dtype: str) -> None:
+  """Sets `dtype` in every section of `model_config` (checked; in place)."""
+  for name in model_config.keys():
+    models.precision.compute_dtype(name, dtype)
+    model_config[name].dtype = dtype
 
 
 def _load_demo_config() -> ml_collections.ConfigDict:
@@ -83,9 +100,13 @@ def write_random_frozen(config: ml_collections.ConfigDict, root: str,
     args, kwargs = convert_weights.example_inputs(name, section, size, 1)
     variables = weights.random_variables(module, *args, **kwargs)
     workdir = os.path.join(root, name)
+    # The halftone and noise map the stage's checks expect its frozen IHN
+    # to have been trained with.
     stage_config_ = ml_collections.ConfigDict({
         "trainer": chain.TRAINED_BY[name],
         "data": {"image_size": size},
+        "halftone": config.halftone.to_dict(),
+        "noise_variant": config.get("noise_variant"),
         "model": {name: section.to_dict()}})
     common.save_stage_config(stage_config_, workdir)
     checkpointer = common.StageCheckpointer(workdir, chain.TRAINED_BY[name])
@@ -96,26 +117,29 @@ def write_random_frozen(config: ml_collections.ConfigDict, root: str,
     config.frozen[name] = workdir
 
 
-def _first(analysis: Any) -> dict[str, Any]:
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else {}
-  return dict(analysis or {})
-
-
 def bench_stage(stage: str, size: str = "demo", batch: int | None = None,
-                steps: int = 5) -> dict[str, float]:
+                steps: int = 5, dtype: str = "float32") -> dict[str, Any]:
   """Times `steps` train steps of `stage` after one compile+warm-up step.
 
+  Args:
+    stage: one of `STAGES`.
+    size: "demo" or "paper".
+    batch: global batch (default: the config's).
+    steps: timed steps.
+    dtype: compute dtype of every network, frozen ones included.
+
   Returns:
-    steps_per_s, images_per_s, flops_per_step, achieved_flops_per_s,
-    peak_memory_bytes, compile_s.
+    steps_per_s, images_per_s, flops_per_step (NaN when XLA has no count),
+    achieved_flops_per_s, mfu (None when the device's peak is unknown),
+    peak_memory_bytes, compile_s, host_max_rss_bytes.
   """
-  config = stage_config(stage, size, batch)
+  config = stage_config(stage, size, batch, dtype)
   module = importlib.import_module(f"ihc_jax.trainers.{stage}")
+  frozen_model = (models.default_model_config() if size == "paper"
+                  else defaults.tiny_model(config.data.image_size))
+  set_dtype(frozen_model, dtype)
   with tempfile.TemporaryDirectory() as root:
-    write_random_frozen(config, root, models.default_model_config()
-                        if size == "paper" else defaults.tiny_model(
-                            config.data.image_size))
+    write_random_frozen(config, root, frozen_model)
     trainer = module.make_stage(config)
   mesh = common.make_mesh()
   state = common.replicate(common.init_state(
@@ -131,7 +155,7 @@ def bench_stage(stage: str, size: str = "demo", batch: int | None = None,
   start = time.perf_counter()
   compiled = step.lower(state, data, frozen, jax.random.PRNGKey(0)).compile()
   compile_s = time.perf_counter() - start
-  cost = _first(compiled.cost_analysis())
+  flops = flops_lib.flops_per_step(compiled.cost_analysis())
   memory = compiled.memory_analysis()
   state, metrics = compiled(state, data, frozen, jax.random.PRNGKey(0))
   jax.block_until_ready(metrics)
@@ -148,9 +172,11 @@ def bench_stage(stage: str, size: str = "demo", batch: int | None = None,
                  + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
   else:
     peak = float("nan")
-  flops = float(cost.get("flops", float("nan")))
+  flops = float("nan") if flops is None else flops
+  achieved = flops / seconds
   return {"steps_per_s": 1.0 / seconds, "images_per_s": b / seconds,
-          "flops_per_step": flops, "achieved_flops_per_s": flops / seconds,
+          "flops_per_step": flops, "achieved_flops_per_s": achieved,
+          "mfu": flops_lib.mfu(achieved, jax.devices()[0].device_kind, dtype),
           "peak_memory_bytes": peak, "compile_s": compile_s,
           "host_max_rss_bytes": 1024.0 * resource.getrusage(
               resource.RUSAGE_SELF).ru_maxrss}
@@ -165,16 +191,23 @@ def main(argv: Sequence[str]) -> None:
   parser.add_argument("--batch", type=int, default=None,
                       help="global batch (default: the config's)")
   parser.add_argument("--steps", type=int, default=5, help="timed steps")
+  parser.add_argument("--dtype", default="float32", choices=models.DTYPE_NAMES,
+                      help="compute dtype of every network (default float32)")
   args = parser.parse_args(list(argv))
   stages = STAGES if args.stage == "all" else (args.stage,)
-  print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}")
+  kind = jax.devices()[0].device_kind
+  peak = flops_lib.peak_flops_per_s(kind, args.dtype)
+  print(f"devices: {jax.device_count()} x {kind}; compute dtype {args.dtype}; "
+        + (f"peak {peak / 1e12:.1f} TFLOP/s per device" if peak else
+           "peak FLOP/s unknown for this device, no MFU"))
   for stage in stages:
-    r = bench_stage(stage, args.size, args.batch, args.steps)
+    r = bench_stage(stage, args.size, args.batch, args.steps, args.dtype)
     config = stage_config(stage, args.size, args.batch)
+    mfu = "" if r["mfu"] is None else f", MFU {100 * r['mfu']:.1f}%"
     print(f"{stage:7s} {args.size} {config.data.image_size}px "
           f"batch {config.data.batch_size}: {r['steps_per_s']:.3f} steps/s, "
           f"{r['images_per_s']:.2f} images/s, "
           f"{r['achieved_flops_per_s'] / 1e9:.2f} GFLOP/s achieved "
-          f"({r['flops_per_step'] / 1e9:.2f} GFLOP/step), peak memory "
+          f"({r['flops_per_step'] / 1e9:.2f} GFLOP/step){mfu}, peak memory "
           f"{r['peak_memory_bytes'] / 2**20:.0f} MiB, compile "
           f"{r['compile_s']:.1f} s")

@@ -23,8 +23,8 @@ from ihc_jax.models.vgg import VGG19
 
 
 def vgg_features(vgg_params: Mapping[str, Any], images: jax.Array, *,
-                 layers: Sequence[str], normalization: str = "imagenet"
-                 ) -> dict[str, jax.Array]:
+                 layers: Sequence[str], normalization: str = "imagenet",
+                 dtype: Any = jnp.float32) -> dict[str, jax.Array]:
   """VGG19 activations of [0, 1] images.
 
   Args:
@@ -32,11 +32,12 @@ def vgg_features(vgg_params: Mapping[str, Any], images: jax.Array, *,
     images: [B, H, W, 1 or 3] float in [0, 1].
     layers: layer names, e.g. ("relu4_1",).
     normalization: VGG input normalisation ("imagenet", "none", "caffe").
+    dtype: VGG's compute dtype (`config.model.vgg19.dtype`).
 
   Returns:
     Dict layer -> [B, h, w, C] float32.
   """
-  return VGG19(normalization=normalization).apply(
+  return VGG19(normalization=normalization, dtype=dtype).apply(
       {"params": vgg_params}, images, layers=tuple(layers))
 
 
@@ -62,7 +63,8 @@ def perceptual_loss_from_features(features: jax.Array, target_features: jax.Arra
 def perceptual_loss(vgg_params: Mapping[str, Any], output: jax.Array,
                     target: jax.Array, *, layer: str = "conv4_4",
                     distance: str = "mse", normalization: str = "imagenet",
-                    reduction: str = "mean") -> jax.Array:
+                    reduction: str = "mean", dtype: Any = jnp.float32
+                    ) -> jax.Array:
   """Perceptual loss computed with an explicit frozen VGG19.
 
   Args:
@@ -73,13 +75,15 @@ def perceptual_loss(vgg_params: Mapping[str, Any], output: jax.Array,
     distance: "mse" or "l1".
     normalization: VGG input normalisation.
     reduction: "mean" or "none".
+    dtype: VGG's compute dtype.
 
   Returns:
     float32 scalar, or [B].
   """
   _common.check_same_shape("perceptual_loss", output, target)
   feats = vgg_features(vgg_params, jnp.concatenate([output, target]),
-                       layers=(layer,), normalization=normalization)[layer]
+                       layers=(layer,), normalization=normalization,
+                       dtype=dtype)[layer]
   pred, tgt = feats[:output.shape[0]], feats[output.shape[0]:]
   return perceptual_loss_from_features(pred, tgt,
                                        distance=distance, reduction=reduction)

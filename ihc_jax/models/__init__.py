@@ -5,6 +5,10 @@ weights load into these), `tiny_model_config()` the same classes with small
 numbers for tests, and `build(name, cfg)` makes a network from one section.
 `HistogramNet`, `VGG19` and `canny_edges` live in modules of their own and are
 imported lazily.
+
+Every section has a `dtype`: the compute dtype of that network ("float32",
+the default, or "bfloat16"/"float16" for mixed precision; see
+`ihc_jax.models.precision`). Parameters and outputs stay float32.
 """
 
 from __future__ import annotations
@@ -20,14 +24,17 @@ from ihc_jax.models.encoder import ColorEncoder, sample_latent
 from ihc_jax.models.fusion import FusionNet
 from ihc_jax.models.generator import ColorizationNet
 from ihc_jax.models.ihn import InverseHalftoneNet
+from ihc_jax.models import precision
 from ihc_jax.models.noise import filter_noise, make_noise_map
+from ihc_jax.models.precision import DTYPE_NAMES
 from ihc_jax.models.unet import UNet
 
 NETWORKS = ("ihn", "generator", "encoder", "discriminator", "histogram", "fusion", "vgg19")
 
 __all__ = [
-    "ColorEncoder", "ColorizationNet", "Discriminator", "FusionNet",
-    "InverseHalftoneNet", "UNet", "NETWORKS", "build", "canny_edges",
+    "ColorEncoder", "ColorizationNet", "DTYPE_NAMES", "Discriminator",
+    "FusionNet", "InverseHalftoneNet", "UNet", "NETWORKS", "build",
+    "canny_edges",
     "default_model_config", "filter_noise", "make_noise_map", "sample_latent",
     "tiny_model_config",
 ]
@@ -56,15 +63,16 @@ def default_model_config() -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict()
   cfg.ihn = dict(nz=8, num_downs=7, ngf=64, max_mult=8, dense_innermost=True,
                  dropout_rate=0.5, detail_features=64, detail_blocks=8,
-                 detail_expand=256)
+                 detail_expand=256, dtype="float32")
   cfg.generator = dict(output_channels=3, nz=8, num_downs=7, ngf=64, max_mult=8,
-                       dropout_rate=0.5)
-  cfg.encoder = dict(nz=8, ngf=64, num_downsamples=2, num_residual_blocks=4, pool=8)
-  cfg.discriminator = dict(nz=8, ndf=64, n_layers=3, num_scales=2)
+                       dropout_rate=0.5, dtype="float32")
+  cfg.encoder = dict(nz=8, ngf=64, num_downsamples=2, num_residual_blocks=4, pool=8,
+                     dtype="float32")
+  cfg.discriminator = dict(nz=8, ndf=64, n_layers=3, num_scales=2, dtype="float32")
   # Bins are not fixed by the official code (H was never released).
-  cfg.histogram = dict(bins=64, features=(32, 64, 64))
-  cfg.fusion = dict(features=64, num_blocks=3, output_channels=3)
-  cfg.vgg19 = dict(normalization="imagenet")
+  cfg.histogram = dict(bins=64, features=(32, 64, 64), dtype="float32")
+  cfg.fusion = dict(features=64, num_blocks=3, output_channels=3, dtype="float32")
+  cfg.vgg19 = dict(normalization="imagenet", dtype="float32")
   return cfg
 
 
@@ -94,16 +102,23 @@ def build(name: str, cfg: ml_collections.ConfigDict) -> nn.Module:
   Args:
     name: one of `NETWORKS`.
     cfg: the section (e.g. `config.model.ihn`), or a whole model config that
-      has a section called `name`.
+      has a section called `name`. Its `dtype` string ("float32" when absent,
+      as in configs saved before the option existed) becomes the module's
+      compute dtype.
 
   Returns:
     The (uninitialised) Linen module.
+
+  Raises:
+    ValueError: unknown network, bad section, or a `dtype` outside
+      `DTYPE_NAMES`.
   """
   if name not in NETWORKS:
     raise ValueError(f"unknown network {name!r}; expected one of {NETWORKS}")
   if isinstance(cfg, ml_collections.ConfigDict) and name in cfg:
     cfg = cfg[name]
   kwargs = dict(cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else cfg)
+  kwargs["dtype"] = precision.compute_dtype(name, kwargs.get("dtype"))
   if name == "histogram":
     if "features" in kwargs:
       kwargs["features"] = tuple(kwargs["features"])

@@ -9,11 +9,14 @@ Conv4x4 s1 p1 -> 1 logit. At 256x256 the logits are 30x30 and 14x14.
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from ihc_jax.models import layers
+from ihc_jax.models import precision
 
 
 class PatchDiscriminator(nn.Module):
@@ -35,7 +38,7 @@ class PatchDiscriminator(nn.Module):
       mult = min(2**n, 8)
       stride = 2 if n < self.n_layers else 1
       x = layers.Conv2d(self.ndf * mult, 4, stride=stride, padding=1, name=f"conv_{n}")(x)
-      x = layers.leaky_relu(layers.batch_norm(train, f"norm_{n}")(x))
+      x = layers.leaky_relu(layers.batch_norm(train, f"norm_{n}", x.dtype)(x))
     return layers.Conv2d(1, 4, padding=1, name=f"conv_{self.n_layers + 1}")(x)
 
 
@@ -47,11 +50,13 @@ class Discriminator(nn.Module):
     ndf: width of the first conv at scale 0.
     n_layers: stride-2 convs per scale.
     num_scales: number of scales (2).
+    dtype: compute dtype (parameters stay float32; logits are float32).
   """
   nz: int = 8
   ndf: int = 64
   n_layers: int = 3
   num_scales: int = 2
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, image: jax.Array, z: jax.Array | None = None, *,
@@ -64,10 +69,10 @@ class Discriminator(nn.Module):
       train: batch statistics when True.
 
     Returns:
-      List of [B, h_s, w_s, 1] logits (no sigmoid), scale 0 first.
+      List of [B, h_s, w_s, 1] float32 logits (no sigmoid), scale 0 first.
     """
     layers.check_image(image, "image", channels=3)
-    x = image
+    x = image.astype(self.dtype)
     if self.nz > 0:
       if z is None or z.shape != (image.shape[0], self.nz):
         raise ValueError(
@@ -80,4 +85,4 @@ class Discriminator(nn.Module):
       outputs.append(PatchDiscriminator(ndf, self.n_layers, name=f"scale_{s}")(x, train=train))
       if s != self.num_scales - 1:
         x = layers.avg_pool_exclude_pad(x, 3, 2, 1)
-    return outputs
+    return precision.to_float32(outputs)

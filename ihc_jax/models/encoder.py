@@ -14,11 +14,14 @@ permutes PyTorch's NCHW-ordered weight rows to match.
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from ihc_jax.models import layers
+from ihc_jax.models import precision
 
 
 class EncoderResidualBlock(nn.Module):
@@ -49,12 +52,14 @@ class ColorEncoder(nn.Module):
     num_downsamples: stride-2 convs (2).
     num_residual_blocks: residual blocks (4).
     pool: AvgPool window and stride (8).
+    dtype: compute dtype (parameters stay float32; outputs are float32).
   """
   nz: int = 8
   ngf: int = 64
   num_downsamples: int = 2
   num_residual_blocks: int = 4
   pool: int = 8
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, image: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -74,7 +79,7 @@ class ColorEncoder(nn.Module):
           f"ColorEncoder needs height and width that are multiples of {step}, "
           f"got {image.shape[1]}x{image.shape[2]}")
     x = layers.Conv2d(self.ngf, 7, padding=3, padding_mode="reflect",
-                      name="conv_in")(image)
+                      name="conv_in")(image.astype(self.dtype))
     x = nn.relu(layers.instance_norm(x))
     features = self.ngf
     for i in range(self.num_downsamples):
@@ -87,7 +92,7 @@ class ColorEncoder(nn.Module):
     x = x.reshape(x.shape[0], -1)
     mu = layers.Linear(self.nz, name="mu")(x)
     logvar = layers.Linear(self.nz, name="logvar")(x)
-    return mu, logvar
+    return precision.to_float32((mu, logvar))
 
 
 def sample_latent(key: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:

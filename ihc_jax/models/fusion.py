@@ -8,11 +8,14 @@ unbounded and read on the [0, 1] scale.
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from ihc_jax.models import layers
+from ihc_jax.models import precision
 
 
 class FusionBlock(nn.Module):
@@ -38,10 +41,12 @@ class FusionNet(nn.Module):
     features: intermediate width (64).
     num_blocks: basic blocks (3).
     output_channels: 3.
+    dtype: compute dtype (parameters stay float32; the output is float32).
   """
   features: int = 64
   num_blocks: int = 3
   output_channels: int = 3
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, c_forward: jax.Array, c_inverse: jax.Array) -> jax.Array:
@@ -59,11 +64,12 @@ class FusionNet(nn.Module):
     if c_forward.shape != c_inverse.shape:
       raise ValueError(
           f"c_forward {c_forward.shape} and c_inverse {c_inverse.shape} differ in shape")
-    x = jnp.concatenate([c_forward, c_inverse], axis=-1)
+    x = jnp.concatenate([c_forward, c_inverse], axis=-1).astype(self.dtype)
     x = nn.relu(layers.Conv2d(self.features, 7, padding=3, name="conv_in")(x))
     for i in range(self.num_blocks):
       x = FusionBlock(self.features, name=f"block_{i}")(x)
-    return layers.Conv2d(self.output_channels, 3, padding=1, name="conv_out")(x)
+    out = layers.Conv2d(self.output_channels, 3, padding=1, name="conv_out")(x)
+    return precision.to_float32(out)
 
 
 def average_init(params: dict) -> dict:

@@ -8,12 +8,15 @@ to a colour halftone (inverse path).
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ihc_jax.models import layers
+from ihc_jax.models import precision
 from ihc_jax.models.unet import UNet
 
 
@@ -27,6 +30,7 @@ class ColorizationNet(nn.Module):
     ngf: U-Net base width.
     max_mult: U-Net channel multiplier cap.
     dropout_rate: U-Net dropout rate.
+    dtype: compute dtype (parameters stay float32; the output is float32).
   """
   output_channels: int = 3
   nz: int = 8
@@ -34,6 +38,7 @@ class ColorizationNet(nn.Module):
   ngf: int = 64
   max_mult: int = 8
   dropout_rate: float = 0.5
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, edge: jax.Array, z: jax.Array, *,
@@ -47,17 +52,19 @@ class ColorizationNet(nn.Module):
       train: batch statistics and dropout when True (needs a "dropout" rng).
 
     Returns:
-      [B, H, W, output_channels] tanh output in [-1, 1], read on the [0, 1]
-      scale (negative values are clipped only when saving).
+      [B, H, W, output_channels] float32 tanh output in [-1, 1], read on
+      the [0, 1] scale (negative values are clipped only when saving).
     """
     layers.check_image(x, "x", channels=1)
     layers.check_image(edge, "edge", channels=1)
     if z.ndim != 2 or z.shape != (x.shape[0], self.nz):
       raise ValueError(f"z must be [B, nz] = [{x.shape[0]}, {self.nz}], got shape {z.shape}")
-    return UNet(output_channels=self.output_channels, input_channels=2 + self.nz,
-                num_downs=self.num_downs,
-                ngf=self.ngf, max_mult=self.max_mult, dense_innermost=False,
-                dropout_rate=self.dropout_rate, name="unet")(x, z, edge, train=train)
+    out = UNet(output_channels=self.output_channels, input_channels=2 + self.nz,
+               num_downs=self.num_downs,
+               ngf=self.ngf, max_mult=self.max_mult, dense_innermost=False,
+               dropout_rate=self.dropout_rate, name="unet")(
+                   x.astype(self.dtype), z, edge, train=train)
+    return precision.to_float32(out)
 
 
 # Knots of the pass-through in `gray_init`: hinge i is ReLU(x - KNOTS[i]);

@@ -32,9 +32,12 @@ class HistogramNet(nn.Module):
   Attributes:
     bins: number of histogram bins (softmax outputs).
     features: output channels of the three stride-2 convs.
+    dtype: compute dtype of the convs and the Dense layer (parameters stay
+      float32; the softmax is float32).
   """
   bins: int = 64
   features: Sequence[int] = (32, 64, 64)
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, channel: jax.Array) -> jax.Array:
@@ -49,13 +52,13 @@ class HistogramNet(nn.Module):
     if channel.ndim != 4 or channel.shape[-1] != 1:
       raise ValueError(
           f"HistogramNet expects one channel [B, H, W, 1], got shape {channel.shape}")
-    x = jnp.asarray(channel, jnp.float32)
+    x = jnp.asarray(channel, jnp.float32).astype(self.dtype)
     for i, width in enumerate(self.features):
       x = nn.Conv(width, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                  name=f"conv{i + 1}")(x)
+                  dtype=self.dtype, name=f"conv{i + 1}")(x)
       x = nn.relu(x)
     x = x.reshape(x.shape[0], -1)
-    logits = nn.Dense(self.bins, name="fc")(x)
+    logits = nn.Dense(self.bins, dtype=self.dtype, name="fc")(x)
     return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
 

@@ -11,11 +11,14 @@ leave [0, 1] slightly.
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from ihc_jax.models import layers
+from ihc_jax.models import precision
 from ihc_jax.models.unet import UNet
 
 
@@ -49,6 +52,7 @@ class InverseHalftoneNet(nn.Module):
     detail_features: width of the detail branch (64).
     detail_blocks: residual blocks in the detail branch (8).
     detail_expand: channels of the conv before the 1x1 output conv (256).
+    dtype: compute dtype (parameters stay float32; outputs are float32).
   """
   nz: int = 8
   num_downs: int = 7
@@ -59,6 +63,7 @@ class InverseHalftoneNet(nn.Module):
   detail_features: int = 64
   detail_blocks: int = 8
   detail_expand: int = 256
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, halftone: jax.Array, noise: jax.Array, *,
@@ -82,7 +87,8 @@ class InverseHalftoneNet(nn.Module):
     content = UNet(output_channels=1, input_channels=1 + self.nz,
                    num_downs=self.num_downs, ngf=self.ngf, max_mult=self.max_mult,
                    dense_innermost=self.dense_innermost, dropout_rate=self.dropout_rate,
-                   name="content")(halftone, noise, train=train)
+                   name="content")(halftone.astype(self.dtype),
+                                   noise.astype(self.dtype), train=train)
     x = jnp.concatenate([content, halftone.astype(content.dtype)], axis=-1)
     x = layers.Conv2d(self.detail_features, 3, padding=1, use_bias=False,
                       name="detail_in")(x)
@@ -99,4 +105,5 @@ class InverseHalftoneNet(nn.Module):
     detail = jax.lax.conv_general_dilated(
         x, kernel.astype(x.dtype), (1, 1), ((1, 1), (1, 1)),
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    content, detail = precision.to_float32((content, detail))
     return content, detail, content + detail

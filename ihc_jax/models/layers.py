@@ -160,21 +160,25 @@ class Linear(nn.Module):
     return x @ kernel.astype(x.dtype) + bias.astype(x.dtype)
 
 
-def batch_norm(train: bool, name: str) -> nn.BatchNorm:
+def batch_norm(train: bool, name: str, dtype: Any = jnp.float32) -> nn.BatchNorm:
   """BatchNorm2d with PyTorch's settings; batch statistics only when training.
 
   Flax keeps the biased batch variance in its running average where PyTorch
   keeps the unbiased one; evaluation with given statistics is identical.
+  Statistics, running averages, scale and bias are float32 whatever the
+  input dtype (Flax promotes the reductions to float32); only the output is
+  cast to `dtype`.
 
   Args:
     train: use batch statistics and update `batch_stats` when True.
     name: submodule name (the parameter path).
+    dtype: dtype of the output (the network's compute dtype).
 
   Returns:
     A configured `nn.BatchNorm`.
   """
   return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                      epsilon=NORM_EPSILON, name=name)
+                      epsilon=NORM_EPSILON, dtype=dtype, name=name)
 
 
 def instance_norm(x: jax.Array, *, epsilon: float = NORM_EPSILON) -> jax.Array:
@@ -185,11 +189,12 @@ def instance_norm(x: jax.Array, *, epsilon: float = NORM_EPSILON) -> jax.Array:
     epsilon: added to the biased variance.
 
   Returns:
-    x normalised over H and W.
+    x normalised over H and W, in x's dtype (statistics in float32).
   """
-  mean = jnp.mean(x, axis=(1, 2), keepdims=True)
-  var = jnp.mean(jnp.square(x - mean), axis=(1, 2), keepdims=True)
-  return (x - mean) * jax.lax.rsqrt(var + epsilon)
+  x32 = x.astype(jnp.float32)
+  mean = jnp.mean(x32, axis=(1, 2), keepdims=True)
+  var = jnp.mean(jnp.square(x32 - mean), axis=(1, 2), keepdims=True)
+  return ((x32 - mean) * jax.lax.rsqrt(var + epsilon)).astype(x.dtype)
 
 
 def reflect_pad(x: jax.Array, pad: int) -> jax.Array:

@@ -16,6 +16,9 @@ i + 1):
 Channels of d_i are ngf * min(2**i, max_mult) (64, 128, 256, 512, 512, ...).
 The input is cat([x, z, edge]) along channels; z is a [B, nz] code tiled over
 the image or a [B, H, W, nz] map (IHN's noise).
+
+The U-Net computes in the dtype of x (z and edge are cast to it); IHN and G
+cast x to their compute dtype (`dtype` attribute) before calling it.
 """
 
 from __future__ import annotations
@@ -51,10 +54,10 @@ class DenseBottleneck(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     """Returns cat([x, new features]) along channels."""
-    out = nn.relu(layers.batch_norm(train, "norm1")(x))
+    out = nn.relu(layers.batch_norm(train, "norm1", x.dtype)(x))
     out = layers.Conv2d(4 * self.growth, 1, use_bias=False, name="conv1")(out)
     out = nn.Dropout(self.dropout_rate, deterministic=not train)(out)
-    out = nn.relu(layers.batch_norm(train, "norm2")(out))
+    out = nn.relu(layers.batch_norm(train, "norm2", out.dtype)(out))
     out = layers.Conv2d(self.growth, 3, padding=1, use_bias=False, name="conv2")(out)
     out = nn.Dropout(self.dropout_rate, deterministic=not train)(out)
     return jnp.concatenate([x, out], axis=-1)
@@ -73,7 +76,7 @@ class DenseTransition(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     """Maps [B, h, w, C_in] to [B, h, w, features]."""
-    out = nn.relu(layers.batch_norm(train, "norm")(x))
+    out = nn.relu(layers.batch_norm(train, "norm", x.dtype)(x))
     out = layers.Conv2d(self.features, 1, use_bias=False, name="conv")(out)
     return nn.Dropout(self.dropout_rate, deterministic=not train)(out)
 
@@ -114,7 +117,7 @@ class UNet(nn.Module):
       train: batch statistics and dropout when True (needs a "dropout" rng).
 
     Returns:
-      [B, H, W, output_channels] in [-1, 1] (tanh).
+      [B, H, W, output_channels] in [-1, 1] (tanh), in x's dtype.
     """
     layers.check_image(x, "U-Net input x")
     if self.num_downs < MIN_NUM_DOWNS:
@@ -152,7 +155,7 @@ class UNet(nn.Module):
         out = layers.leaky_relu(out)
       out = layers.Conv2d(feats[level], 4, stride=2, padding=1, name=f"down_{level}")(out)
       if 0 < level < innermost:
-        out = layers.batch_norm(train, f"down_norm_{level}")(out)
+        out = layers.batch_norm(train, f"down_norm_{level}", out.dtype)(out)
       skips.append(out)
 
     if self.dense_innermost:
@@ -173,7 +176,7 @@ class UNet(nn.Module):
       if level == 0:
         out = jnp.tanh(out)
       else:
-        out = layers.batch_norm(train, f"up_norm_{level}")(out)
+        out = layers.batch_norm(train, f"up_norm_{level}", out.dtype)(out)
         if _FIRST_DROPOUT_LEVEL <= level < innermost:
           out = nn.Dropout(self.dropout_rate, deterministic=not train)(out)
     return out

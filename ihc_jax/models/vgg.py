@@ -110,8 +110,11 @@ class VGG19(nn.Module):
   Attributes:
     normalization: input normalisation, "imagenet" (default), "none" or
       "caffe"; see the module docstring.
+    dtype: compute dtype of the trunk; the input normalisation is float32,
+      parameters stay float32 and the returned activations are float32.
   """
   normalization: str = "imagenet"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, image: jax.Array, *,
@@ -135,20 +138,20 @@ class VGG19(nn.Module):
           f"{', '.join(LAYER_NAMES)}")
     wanted = set(layers)
     last = max(LAYER_NAMES.index(name) for name in layers)
-    x = normalize_input(image, self.normalization)
+    x = normalize_input(image, self.normalization).astype(self.dtype)
     out = {}
     for name in LAYER_NAMES[:last + 1]:
       if name.startswith("conv"):
         # torchvision's VGG init (kaiming normal, fan_out): random features
         # keep their scale, unlike Flax's default LeCun init.
         x = nn.Conv(CONV_CHANNELS[name], (3, 3), padding=((1, 1), (1, 1)),
-                    kernel_init=_KERNEL_INIT, name=name)(x)
+                    kernel_init=_KERNEL_INIT, dtype=self.dtype, name=name)(x)
       elif name.startswith("relu"):
         x = nn.relu(x)
       else:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
       if name in wanted:
-        out[name] = x
+        out[name] = x.astype(jnp.float32)
     return out
 
 

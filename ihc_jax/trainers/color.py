@@ -299,7 +299,8 @@ def _feature_terms(g: dict[str, jax.Array], data: dict[str, jax.Array],
         frozen["vgg19"]["params"],
         jnp.concatenate([g["rec"], g["ref"], g["rand1"], g["rand2"], image,
                          data["reference"]]),
-        layers=(layer,), normalization=config.model.vgg19.normalization)[layer]
+        layers=(layer,), normalization=config.model.vgg19.normalization,
+        dtype=linen_utils.compute_dtype(config.model, "vgg19"))[layer]
     f_rec, f_ref, f_rand1, f_rand2, f_image, f_reference = jnp.split(feats, 6)
     f_image = jax.lax.stop_gradient(f_image)
     f_reference = jax.lax.stop_gradient(f_reference)

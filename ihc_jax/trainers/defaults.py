@@ -94,6 +94,8 @@ CHOICES = {
     "optim.*.schedule": SCHEDULES,
     "adversarial_mode": ADVERSARIAL_MODES,
     "model.vgg19.normalization": ("imagenet", "none", "caffe"),
+    # = ihc_jax.models.DTYPE_NAMES (not imported here: this module stays light).
+    "model.*.dtype": ("float32", "bfloat16", "float16"),
 }
 
 

@@ -247,7 +247,8 @@ def fusion_losses(params: Any, variables: dict[str, Any],
     terms["perceptual"] = losses.perceptual_loss(
         frozen["vgg19"]["params"], fused, target,
         layer=config.perceptual.layer,
-        normalization=config.model.vgg19.normalization)
+        normalization=config.model.vgg19.normalization,
+        dtype=linen_utils.compute_dtype(config.model, "vgg19"))
   if weights.adversarial > 0:
     logits = nets.discriminator.apply(variables["discriminator"], fused,
                                       train=True, mutable=["batch_stats"])[0]

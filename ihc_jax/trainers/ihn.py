@@ -98,7 +98,8 @@ def ihn_losses(params: Any, variables: dict[str, Any], halftone: jax.Array,
   if config.loss.perceptual > 0:
     terms["perceptual"] = losses.perceptual_loss(
         frozen["vgg19"]["params"], output, gray, layer=config.perceptual.layer,
-        normalization=config.model.vgg19.normalization)
+        normalization=config.model.vgg19.normalization,
+        dtype=linen_utils.compute_dtype(config.model, "vgg19"))
   total, weighted = losses.weighted_total(config.loss, terms)
   return total, (weighted, batch_stats)
 

@@ -10,12 +10,21 @@ import jax
 import ml_collections
 
 from ihc_jax import models
+from ihc_jax.models import precision
 
 
 def build(name: str, model_config: ml_collections.ConfigDict) -> nn.Module:
   """`ihc_jax.models.build` for one section of `config.model`."""
   return models.build(name, model_config[name] if name in model_config
                       else model_config)
+
+
+def compute_dtype(model_config: ml_collections.ConfigDict, name: str) -> Any:
+  """The jnp compute dtype of `model_config[name]` (float32 without a key).
+
+  For networks applied through a loss helper rather than `build` (VGG19).
+  """
+  return precision.compute_dtype(name, model_config[name].get("dtype"))
 
 
 def init_variables(module: nn.Module, key: jax.Array, *args: Any,
