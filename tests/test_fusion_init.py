@@ -1,4 +1,4 @@
-"""F's "average" starting point (`models.fusion.average_init`).
+"""F's starting points (`models.fusion.blend_init`: "forward", "average").
 
 Random weights made here; no official weights needed.
 """
@@ -50,6 +50,31 @@ def test_average_init_trains_every_layer():
   assert float(jnp.abs(grads["block_1"]["conv2"]["kernel"]).max()) > 0
 
 
+def test_blend_init_weights_the_inputs():
+  net, params = _net_and_params()
+  a = jax.random.uniform(jax.random.PRNGKey(1), (2, 16, 16, 3))
+  b = jax.random.uniform(jax.random.PRNGKey(2), (2, 16, 16, 3))
+  for w in (1.0, 0.25, 0.0):
+    np.testing.assert_allclose(
+        net.apply({"params": fusion_lib.blend_init(params, w)}, a, b),
+        w * a + (1 - w) * b, atol=1e-6)
+  with pytest.raises(ValueError, match=r"forward_weight must be in \[0, 1\]"):
+    fusion_lib.blend_init(params, 1.5)
+
+
+def test_forward_start_trains_on_both_inputs():
+  # F(a, b) = a at the start, yet a loss that needs b moves F toward b.
+  net, params = _net_and_params()
+  a = jax.random.uniform(jax.random.PRNGKey(1), (2, 16, 16, 3))
+  b = jax.random.uniform(jax.random.PRNGKey(2), (2, 16, 16, 3))
+  loss = lambda p: jnp.mean(jnp.abs(net.apply({"params": p}, a, b) - b))
+  start = fusion_lib.blend_init(params, 1.0)
+  grads = jax.grad(loss)(start)
+  kernel = grads["conv_out"]["kernel"]
+  centre = kernel.shape[0] // 2
+  assert float(jnp.abs(kernel[centre, centre, 3:6]).max()) > 0
+
+
 def test_average_init_needs_six_features():
   _, params = _net_and_params(features=4)
   with pytest.raises(ValueError, match=">= 6 features"):
@@ -62,7 +87,11 @@ def test_stage_init_choice():
       discriminator=None, ihn=None, encoder=None, generator=None)
   a = jax.random.uniform(KEY, (1, 16, 16, 3))
   b = 1 - a
-  avg = fusion_stage.init_variables(KEY, nets=nets, size=16, trained=("fusion",))
+  fwd = fusion_stage.init_variables(KEY, nets=nets, size=16, trained=("fusion",))
+  np.testing.assert_allclose(nets.fusion.apply(fwd["fusion"], a, b), a,
+                             atol=1e-6)  # the default: "forward"
+  avg = fusion_stage.init_variables(KEY, nets=nets, size=16, trained=("fusion",),
+                                    fusion_init="average")
   np.testing.assert_allclose(nets.fusion.apply(avg["fusion"], a, b),
                              (a + b) / 2, atol=1e-6)
   rnd = fusion_stage.init_variables(KEY, nets=nets, size=16, trained=("fusion",),

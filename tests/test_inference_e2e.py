@@ -89,12 +89,12 @@ def test_e2e_random_weights(tmp_path, capsys):
 
 
 # Measured with the configs/test.py chain (2 steps per stage; its IHN gray
-# is nearly black, mean 0.002, std 0.028), since F starts at the mean of its
-# two inputs (fusion_init="average"): SSIM of the luma of the reference
-# result to the IHN gray 0.063, random results 0.106 and 0.117 (with F's
-# random start they were 0.23, 0.64 and 0.88). Random weights give 0.003 to
-# 0.006. The bound is about half the lowest measured value, 5-10x the
-# random-weight level.
+# is nearly black, mean 0.002, std 0.028), whose F starts at the mean of
+# its two inputs (fusion_init="average", set by the chain config): SSIM of
+# the luma of the reference result to the IHN gray 0.063, random results
+# 0.106 and 0.117 (with F's random start they were 0.23, 0.64 and 0.88).
+# Random weights give 0.003 to 0.006. The bound is about half the lowest
+# measured value, 5-10x the random-weight level.
 SSIM_BOUND = 0.03
 
 

@@ -73,7 +73,13 @@ class FusionNet(nn.Module):
 
 
 def average_init(params: dict) -> dict:
-  """F's parameters changed so that F(a, b) = (a + b) / 2 for a, b >= 0.
+  """F's parameters changed so that F(a, b) = (a + b) / 2 for a, b >= 0
+  (`blend_init` with weight 0.5)."""
+  return blend_init(params, 0.5)
+
+
+def blend_init(params: dict, forward_weight: float) -> dict:
+  """F's parameters changed so that F(a, b) = w a + (1 - w) b for a, b >= 0.
 
   F has no global skip (official architecture), so from a random
   initialisation it must first learn to pass its inputs through before it
@@ -87,19 +93,24 @@ def average_init(params: dict) -> dict:
   * every block's second conv is zero, so each block is ReLU(x) = x on the
     non-negative features (its first conv keeps its random values; the
     zero conv gets gradient from the first step on);
-  * conv_out: 0.5 on the copies of a and of b at the centre tap, 0 elsewhere.
+  * conv_out: w on the copies of a (the IHN->C result) and 1 - w on those
+    of b (C->IHN) at the centre tap, 0 elsewhere. With w = 1 F starts at
+    its IHN->C input; the copies of b still get gradient through conv_out.
 
   Args:
     params: F's `params` collection (any width >= 6 features).
+    forward_weight: w, in [0, 1].
 
   Returns:
     A new params dict of the same structure, shapes and dtypes.
   """
+  if not 0.0 <= forward_weight <= 1.0:
+    raise ValueError(f"forward_weight must be in [0, 1], got {forward_weight}")
   params = jax.tree.map(lambda x: x, dict(params))
   kernel_in = params["conv_in"]["kernel"]
   size, _, in_ch, features = kernel_in.shape
   if features < in_ch:
-    raise ValueError(f"average_init needs >= {in_ch} features, got {features}")
+    raise ValueError(f"blend_init needs >= {in_ch} features, got {features}")
   c = size // 2
   eye = jnp.zeros((size, size, in_ch, in_ch), kernel_in.dtype)
   eye = eye.at[c, c].set(jnp.eye(in_ch, dtype=kernel_in.dtype))
@@ -114,8 +125,9 @@ def average_init(params: dict) -> dict:
   out_ch = kernel_out.shape[-1]
   c = kernel_out.shape[0] // 2
   centre = jnp.zeros(kernel_out.shape[2:], kernel_out.dtype)
-  half = 0.5 * jnp.eye(out_ch, dtype=kernel_out.dtype)
-  centre = centre.at[:out_ch].set(half).at[out_ch:2 * out_ch].set(half)
+  eye = jnp.eye(out_ch, dtype=kernel_out.dtype)
+  centre = centre.at[:out_ch].set(forward_weight * eye).at[
+      out_ch:2 * out_ch].set((1.0 - forward_weight) * eye)
   params["conv_out"] = dict(
       kernel=jnp.zeros_like(kernel_out).at[c, c].set(centre),
       bias=jnp.zeros_like(params["conv_out"]["bias"]))

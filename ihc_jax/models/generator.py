@@ -91,7 +91,7 @@ def gray_init(params: dict) -> dict:
   short run spends its steps learning to pass the gray through before it
   can colour it, and ends below the gray itself ("gray in three channels").
   This start keeps the architecture and changes only initial values, as
-  `models.fusion.average_init` does for F:
+  `models.fusion.blend_init` does for F:
 
   * down_0: its last K = min(4, ngf) output channels are the 2x2 mean of
     x minus a knot (x only: 0.25 on the four centre taps, bias -knot); the

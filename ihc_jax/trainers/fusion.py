@@ -51,7 +51,9 @@ from ihc_jax.trainers import linen_utils
 
 FROZEN = ("ihn", "encoder", "generator")
 TERMS = ("l1", "perceptual", "adversarial")
-FUSION_INITS = ("average", "random")
+FUSION_INITS = ("forward", "average", "random")
+# F(a, b) = w a + (1 - w) b at step 0 (`models.fusion.blend_init`).
+_FORWARD_WEIGHT = {"forward": 1.0, "average": 0.5}
 PSEUDO_TARGETS = ("own", "forward")
 VGG_TERMS = ("perceptual",)
 SCHEMES = ("recovery", "reference", "random")
@@ -88,11 +90,12 @@ def default_config() -> ml_collections.ConfigDict:
   })
   config.init_from = ml_collections.ConfigDict(
       {"fusion": "", "discriminator": ""})
-  # F's starting point: "average" (F(a, b) = (a + b) / 2 at step 0,
-  # `models.fusion.average_init`; F has no global skip and from a random
-  # start a short run ends below its better input) or "random" (the
-  # framework's default initialisation).
-  config.fusion_init = "average"
+  # F's starting point (`models.fusion.blend_init`; F has no global skip and
+  # from a random start a short run ends below its better input):
+  # "forward" (F(a, b) = a, the IHN->C result, the better input on average:
+  # docs/training.md, "F's start"), "average" ((a + b) / 2) or "random"
+  # (the framework's default initialisation).
+  config.fusion_init = "forward"
   # Chroma of the reference and random schemes' targets (module docstring):
   # "own" (F's own, no gradient: a luminance-only loss) or "forward".
   config.pseudo_target = "own"
@@ -142,11 +145,12 @@ def trained_networks(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 def init_variables(key: jax.Array, *, nets: Networks, size: int,
                    trained: tuple[str, ...],
-                   fusion_init: str = "average") -> dict[str, Any]:
+                   fusion_init: str = "forward") -> dict[str, Any]:
   """Fresh variables of F (and D) for `size` x `size` images.
 
-  `fusion_init="average"` starts F at the mean of its two inputs
-  (`models.fusion.average_init`), "random" at the default initialisation.
+  `fusion_init="forward"` starts F at its IHN->C input, "average" at the
+  mean of its two inputs (`models.fusion.blend_init`), "random" at the
+  default initialisation.
   """
   if fusion_init not in FUSION_INITS:
     raise ValueError(f"fusion_init must be one of {FUSION_INITS}, "
@@ -154,9 +158,9 @@ def init_variables(key: jax.Array, *, nets: Networks, size: int,
   keys = jax.random.split(key)
   image = jnp.zeros((1, size, size, 3), jnp.float32)
   fusion_vars = linen_utils.init_variables(nets.fusion, keys[0], image, image)
-  if fusion_init == "average":
-    fusion_vars = dict(fusion_vars,
-                       params=fusion_lib.average_init(fusion_vars["params"]))
+  if fusion_init in _FORWARD_WEIGHT:
+    fusion_vars = dict(fusion_vars, params=fusion_lib.blend_init(
+        fusion_vars["params"], _FORWARD_WEIGHT[fusion_init]))
   out = {"fusion": fusion_vars}
   if "discriminator" in trained:
     out["discriminator"] = linen_utils.init_variables(
