@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-SUITES = ("data", "models", "losses", "train", "inference", "official")
+SUITES = ("data", "models", "losses", "train", "inference", "official", "conv")
 
 
 def main(argv: list[str]) -> None:
