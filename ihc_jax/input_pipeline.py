@@ -277,17 +277,19 @@ class PipelineRate:
   """Throughput of a train stream.
 
   Attributes:
-    images_per_s: wall-clock images (the `image` key) per second,
-      `num_images / seconds`.
     cpu_ms_per_image: this process's CPU time (all threads) per image; on a
       machine shared with other jobs it still says what one image costs.
     num_images: images read while the clock ran (timed batches x batch).
     seconds: wall-clock seconds of the timed batches.
   """
-  images_per_s: float
   cpu_ms_per_image: float
   num_images: int
   seconds: float
+
+  @property
+  def images_per_s(self) -> float:
+    """Wall-clock images (the `image` key) per second."""
+    return self.num_images / self.seconds
 
 
 def measure_pipeline(data_config: ml_collections.ConfigDict,
@@ -306,7 +308,7 @@ def measure_pipeline(data_config: ml_collections.ConfigDict,
     images += next(iterator)["image"].shape[0]
   wall = time.perf_counter() - begin
   cpu = time.process_time() - cpu_begin
-  return PipelineRate(images / wall, 1000.0 * cpu / images, images, wall)
+  return PipelineRate(1000.0 * cpu / images, images, wall)
 
 
 def benchmark_pipeline(data_config: ml_collections.ConfigDict,

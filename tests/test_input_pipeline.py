@@ -374,9 +374,6 @@ def test_measure_pipeline_counts_the_timed_images_and_their_time():
   assert rate.num_images == 3 * 2
   # The timed part lies inside this call.
   assert 0 < rate.seconds <= elapsed
-  assert math.isfinite(rate.images_per_s)
-  assert rate.images_per_s == pytest.approx(rate.num_images / rate.seconds,
-                                            rel=1e-12)
   assert math.isfinite(rate.cpu_ms_per_image) and rate.cpu_ms_per_image > 0
 
 
@@ -385,7 +382,7 @@ def test_benchmark_pipeline_is_the_measured_rate(monkeypatch):
 
   def measure(data_config, num_batches, *, seed, warmup_batches):
     calls.append((data_config, num_batches, seed, warmup_batches))
-    return input_pipeline.PipelineRate(12.5, 3.0, 10, 0.8)
+    return input_pipeline.PipelineRate(3.0, 10, 0.8)  # 12.5 images/s
 
   monkeypatch.setattr(input_pipeline, "measure_pipeline", measure)
   config = _config()
