@@ -50,5 +50,6 @@ def test_main_prints_each_pass(capsys):
   for name in ("forward", "input gradient", "kernel gradient"):
     assert f"  {name} " in out
   assert ("torch forward + both gradients" in out) == ("--torch" in argv)
+  # The ratio line parses (at 8 px it may round to 0.0).
   ratio = float(out.rsplit("kernel gradient / forward: ", 1)[1].split("x")[0])
-  assert ratio > 0
+  assert ratio >= 0
