@@ -38,8 +38,19 @@ def test_passes_are_the_convolution_and_its_gradients():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=name)
 
 
+def test_kernel_gradient_rewrites_are_the_kernel_gradient():
+  rng = np.random.default_rng(1)
+  x = rng.random((2, 7, 6, 3), np.float32)
+  kernel = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+  dy = rng.random((2, 7, 6, 4), np.float32)
+  want = _numpy_passes(x, kernel, dy)[2]
+  for name, fn in conv.kernel_gradient_rewrites().items():
+    np.testing.assert_allclose(np.asarray(fn(x, kernel, dy)), want,
+                               rtol=1e-5, atol=1e-4, err_msg=name)
+
+
 def test_main_prints_each_pass(capsys):
-  argv = ["--size", "8", "--channels", "2", "--repeats", "2"]
+  argv = ["--size", "8", "--channels", "2", "--repeats", "2", "--rewrites"]
   try:
     import torch  # pylint: disable=g-import-not-at-top,unused-import
     argv.append("--torch")
@@ -47,8 +58,10 @@ def test_main_prints_each_pass(capsys):
     pass
   conv.main(argv)
   out = capsys.readouterr().out
-  for name in ("forward", "input gradient", "kernel gradient"):
+  for name in ("forward", "input gradient", "kernel gradient",
+               "kernel gradient, shifted taps", "kernel gradient, im2col"):
     assert f"  {name} " in out
+  assert "shifted taps: max difference to XLA's" in out
   assert ("torch forward + both gradients" in out) == ("--torch" in argv)
   # The ratio line parses (at 8 px it may round to 0.0).
   ratio = float(out.rsplit("kernel gradient / forward: ", 1)[1].split("x")[0])

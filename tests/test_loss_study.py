@@ -2,6 +2,7 @@
 tens of minutes and is documented in docs/training.md)."""
 
 import ml_collections
+import pytest
 
 from ihc_jax.tools import loss_study
 
@@ -31,3 +32,15 @@ def test_summary_and_markdown_report_means_and_spread():
   assert "| default | 17.500 ± 0.500 | 15.000 ± 0.000 |" in text
   assert "| -kl | 16.000 ± 0.000 |" in text
   assert "Default weights: kl 0.01" in text
+
+
+def test_leave_several_out_variants_switch_off_each_named_term():
+  loss = ml_collections.ConfigDict(dict(recovery_l1=10.0, kl=0.01,
+                                        structure=1.0))
+  plan = loss_study.variants(loss, ["-kl-structure"])
+  assert plan["-kl-structure"] == dict(recovery_l1=10.0, kl=0.0,
+                                       structure=0.0)
+  with pytest.raises(ValueError, match="unknown loss terms.*'styel'"):
+    loss_study.variants(loss, ["-kl-styel"])
+  with pytest.raises(ValueError, match="not of the form"):
+    loss_study.variants(loss, ["-kl--structure"])

@@ -5,7 +5,10 @@ respect to the input, gradient with respect to the kernel. This times the
 three apart, jitted, on one layer (default: the IHN detail branch's 3x3
 64 -> 64 conv at 256x256, batch 1, which the IHN has 16 of at full
 resolution), and, with `--torch`, PyTorch's forward and forward+backward of
-the same layer in the same process, interleaved. Random inputs.
+the same layer in the same process, interleaved. With `--rewrites` it also
+times two hand-written kernel gradients that a custom VJP could use: one
+matmul per kernel tap over the shifted input ("shifted taps"), and one
+matmul of the im2col patch matrix. Random inputs.
 
   python -m ihc_jax.bench conv
   python -m ihc_jax.bench conv --size 128 --channels 128 --torch
@@ -39,6 +42,37 @@ def jax_passes() -> dict[str, Callable[..., Any]]:
       "kernel gradient": jax.jit(
           lambda x, k, dy: jax.vjp(lambda k: _conv(x, k), k)[1](dy)[0]),
   }
+
+
+def _shifted_windows(x: jax.Array, kernel_size: int) -> list[jax.Array]:
+  """The k*k shifted views of the zero-padded x, one per kernel tap."""
+  pad = kernel_size // 2
+  n, h, w, c = x.shape
+  xp = jax.numpy.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  return [jax.lax.slice(xp, (0, i, j, 0), (n, i + h, j + w, c))
+          for i in range(kernel_size) for j in range(kernel_size)]
+
+
+def _contract_pixels(a: jax.Array, b: jax.Array) -> jax.Array:
+  """sum over pixels of a[p, :]^T b[p, :] for [N, H, W, C] inputs."""
+  return jax.lax.dot_general(a.reshape(-1, a.shape[-1]),
+                             b.reshape(-1, b.shape[-1]),
+                             (((0,), (0,)), ((), ())))
+
+
+def kernel_gradient_rewrites() -> dict[str, Callable[..., Any]]:
+  """name -> jitted fn(x, kernel, dy): the kernel gradient written by hand."""
+  def shifted_taps(x, kernel, dy):
+    k = kernel.shape[0]
+    taps = [_contract_pixels(v, dy) for v in _shifted_windows(x, k)]
+    return jax.numpy.stack(taps).reshape(kernel.shape)
+
+  def im2col(x, kernel, dy):
+    patches = jax.numpy.concatenate(_shifted_windows(x, kernel.shape[0]), -1)
+    return _contract_pixels(patches, dy).reshape(kernel.shape)
+
+  return {"kernel gradient, shifted taps": jax.jit(shifted_taps),
+          "kernel gradient, im2col": jax.jit(im2col)}
 
 
 def _time_ms(fn: Callable[[], Any]) -> float:
@@ -75,6 +109,8 @@ def main(argv: Sequence[str]) -> None:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--torch", action="store_true",
                       help="also time PyTorch's conv2d on the same layer")
+  parser.add_argument("--rewrites", action="store_true",
+                      help="also time two hand-written kernel gradients")
   args = parser.parse_args(argv)
   rng = np.random.default_rng(0)
   c, s = args.channels, args.size
@@ -85,6 +121,9 @@ def main(argv: Sequence[str]) -> None:
   arrays = tuple(jax.numpy.asarray(a) for a in (x, kernel, dy))
   items = {name: (lambda f=f: jax.block_until_ready(f(*arrays)))
            for name, f in jax_passes().items()}
+  if args.rewrites:
+    items.update({name: (lambda f=f: jax.block_until_ready(f(*arrays)))
+                  for name, f in kernel_gradient_rewrites().items()})
   if args.torch:
     items.update(_torch_passes(x, kernel, dy))
   print(f"conv {args.kernel}x{args.kernel} {c}->{c}, {args.batch}x{s}x{s}, "
@@ -97,6 +136,12 @@ def main(argv: Sequence[str]) -> None:
       results[name].append(_time_ms(fn))
   for name, values in results.items():
     print(f"  {name:32s} {statistics.median(values):9.1f} ms")
+  if args.rewrites:
+    xla = jax.jit(jax_passes()["kernel gradient"])(*arrays)
+    for name, fn in kernel_gradient_rewrites().items():
+      error = float(jax.numpy.max(jax.numpy.abs(fn(*arrays) - xla)) /
+                    jax.numpy.max(jax.numpy.abs(xla)))
+      print(f"  {name}: max difference to XLA's {error:.1e} of its largest")
   forward = statistics.median(results["forward"])
   print(f"kernel gradient / forward: "
         f"{statistics.median(results['kernel gradient']) / forward:.1f}x")

@@ -11,7 +11,9 @@
    compiles its step once; loss weights are passed to the step as data, so
    every variant reuses that compiled step. Variants: `default` (the default
    weights), `-<term>` (that term's weight 0) for every weighted term, and
-   `reconstruction only` (recovery L1, reference MSE, C->IHN task and KL).
+   `reconstruction only` (recovery L1, reference MSE, C->IHN task and KL);
+   `--variants` may add leave-several-out variants such as
+   `-reference_mse-structure`.
    Each variant trains `--steps` steps from a fresh initialisation per seed
    on the demo's training stream; every finished run is saved in
    `<workdir>/runs/` with its weights and reused when the study is restarted
@@ -43,8 +45,15 @@ REPORTED = ("recovery_psnr", "recovery_ssim", "reference_chroma_dist",
 RECONSTRUCTION_ONLY = ("recovery_l1", "reference_mse", "halftone_task", "kl")
 
 
-def variants(loss: ml_collections.ConfigDict) -> dict[str, dict[str, float]]:
-  """Variant name -> loss weights."""
+def variants(loss: ml_collections.ConfigDict,
+             extra: Sequence[str] = ()) -> dict[str, dict[str, float]]:
+  """Variant name -> loss weights.
+
+  Args:
+    loss: the default loss weights.
+    extra: further leave-several-out variants, each `-<term>-<term>...`
+      (term names have no hyphen), e.g. `-reference_mse-structure`.
+  """
   default = {k: float(v) for k, v in loss.items()}
   out = {"default": default}
   for name, weight in default.items():
@@ -52,6 +61,15 @@ def variants(loss: ml_collections.ConfigDict) -> dict[str, dict[str, float]]:
       out[f"-{name}"] = dict(default, **{name: 0.0})
   out["reconstruction only"] = {
       k: (v if k in RECONSTRUCTION_ONLY else 0.0) for k, v in default.items()}
+  for variant in extra:
+    terms = variant.split("-")[1:]
+    if not variant.startswith("-") or not all(terms):
+      raise ValueError(f"variant {variant!r} is not of the form -<term>-<term>")
+    unknown = sorted(set(terms) - set(default))
+    if unknown:
+      raise ValueError(f"variant {variant!r} names unknown loss terms "
+                       f"{unknown}; have {sorted(default)}")
+    out[variant] = dict(default, **{t: 0.0 for t in terms})
   return out
 
 
@@ -211,7 +229,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                       help="Colour-stage steps (default: the demo's).")
   parser.add_argument("--variants", default=None,
                       help="Variants to run, comma-separated (default: all), "
-                      "e.g. default,-style.")
+                      "e.g. default,-style; `-a-b` switches off terms a and b "
+                      "together.")
   return parser.parse_args(argv)
 
 
@@ -230,9 +249,11 @@ def main(argv: Sequence[str] | None = None) -> None:
   ablation_seeds = ([int(s) for s in args.ablation_seeds.split(",")]
                     if args.ablation_seeds else seeds)
   config = _study_config(workdir, args.steps)
-  weights = variants(config.loss)
-  if args.variants:
-    chosen = args.variants.split(",")
+  chosen = args.variants.split(",") if args.variants else []
+  simple = variants(config.loss)
+  weights = variants(config.loss, [c for c in chosen if c not in simple
+                                   and c.startswith("-")])
+  if chosen:
     unknown = sorted(set(chosen) - set(weights))
     if unknown:
       raise SystemExit(f"loss_study: unknown variants {unknown}; have "
