@@ -44,3 +44,11 @@ def test_leave_several_out_variants_switch_off_each_named_term():
     loss_study.variants(loss, ["-kl-styel"])
   with pytest.raises(ValueError, match="not of the form"):
     loss_study.variants(loss, ["-kl--structure"])
+
+
+def test_reweighted_variants_set_one_weight():
+  loss = ml_collections.ConfigDict(dict(recovery_l1=10.0, kl=0.01))
+  plan = loss_study.variants(loss, ["kl=0.05"])
+  assert plan["kl=0.05"] == dict(recovery_l1=10.0, kl=0.05)
+  with pytest.raises(ValueError, match="unknown loss term 'k1'"):
+    loss_study.variants(loss, ["k1=0.05"])

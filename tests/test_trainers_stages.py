@@ -64,7 +64,9 @@ def test_chain_summary_and_metrics(chain_run):
   for stage in STAGES:
     assert summary[stage] == pytest.approx(results[stage])
   assert {"eval/ihn_psnr", "eval/blur_baseline_psnr"} <= set(results["ihn"])
-  assert {"eval/recovery_psnr", "eval/recovery_ssim"} <= set(results["color"])
+  assert {"eval/recovery_psnr", "eval/recovery_ssim",
+          "eval/random_washed"} <= set(results["color"])
+  assert 0.0 <= results["color"]["eval/random_washed"] <= 1.0
   assert {"eval/fusion_psnr", "eval/c_to_ihn_psnr"} <= set(results["fusion"])
   # The blur baseline at 32 px with a 3 px screen is well above noise level.
   assert results["ihn"]["eval/blur_baseline_psnr"] > 12.0

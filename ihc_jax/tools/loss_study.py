@@ -13,7 +13,7 @@
    weights), `-<term>` (that term's weight 0) for every weighted term, and
    `reconstruction only` (recovery L1, reference MSE, C->IHN task and KL);
    `--variants` may add leave-several-out variants such as
-   `-reference_mse-structure`.
+   `-reference_mse-structure` and reweighted ones such as `kl=0.05`.
    Each variant trains `--steps` steps from a fresh initialisation per seed
    on the demo's training stream; every finished run is saved in
    `<workdir>/runs/` with its weights and reused when the study is restarted
@@ -41,7 +41,8 @@ import numpy as np
 
 # Held-out figures reported per variant (eval/<name>).
 REPORTED = ("recovery_psnr", "recovery_ssim", "reference_chroma_dist",
-            "random_difference", "random_luma_ssim", "random_saturated")
+            "random_difference", "random_luma_ssim", "random_saturated",
+            "random_washed")
 RECONSTRUCTION_ONLY = ("recovery_l1", "reference_mse", "halftone_task", "kl")
 
 
@@ -51,8 +52,9 @@ def variants(loss: ml_collections.ConfigDict,
 
   Args:
     loss: the default loss weights.
-    extra: further leave-several-out variants, each `-<term>-<term>...`
-      (term names have no hyphen), e.g. `-reference_mse-structure`.
+    extra: further variants: leave-several-out ones, `-<term>-<term>...`
+      (term names have no hyphen), e.g. `-reference_mse-structure`, and
+      reweighted ones, `<term>=<weight>`, e.g. `kl=0.05`.
   """
   default = {k: float(v) for k, v in loss.items()}
   out = {"default": default}
@@ -62,6 +64,13 @@ def variants(loss: ml_collections.ConfigDict,
   out["reconstruction only"] = {
       k: (v if k in RECONSTRUCTION_ONLY else 0.0) for k, v in default.items()}
   for variant in extra:
+    if "=" in variant:
+      term, _, weight = variant.partition("=")
+      if term not in default:
+        raise ValueError(f"variant {variant!r} names unknown loss term "
+                         f"{term!r}; have {sorted(default)}")
+      out[variant] = dict(default, **{term: float(weight)})
+      continue
     terms = variant.split("-")[1:]
     if not variant.startswith("-") or not all(terms):
       raise ValueError(f"variant {variant!r} is not of the form -<term>-<term>")
@@ -230,7 +239,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--variants", default=None,
                       help="Variants to run, comma-separated (default: all), "
                       "e.g. default,-style; `-a-b` switches off terms a and b "
-                      "together.")
+                      "together, `a=w` sets term a's weight to w.")
   return parser.parse_args(argv)
 
 
@@ -252,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   chosen = args.variants.split(",") if args.variants else []
   simple = variants(config.loss)
   weights = variants(config.loss, [c for c in chosen if c not in simple
-                                   and c.startswith("-")])
+                                   and (c.startswith("-") or "=" in c)])
   if chosen:
     unknown = sorted(set(chosen) - set(weights))
     if unknown:

@@ -488,6 +488,26 @@ def _schemes(state: common.TrainState, batch: dict[str, jax.Array],
   return data, jnp.split(out, 4)
 
 
+# `random_washed`: of WASH_CODES random codes per photo, the fraction whose
+# result is saturated (Lab C* > 60) over more than WASH_AREA of its pixels.
+# A wash comes from the code, not the photo (one code washes most photos),
+# so two samples per photo cannot see it; sixteen can.
+WASH_CODES = 16
+WASH_AREA = 0.3
+
+
+def _washed_fraction(state: common.TrainState, nets: Networks,
+                     data: dict[str, jax.Array], rng: jax.Array) -> jax.Array:
+  """[B] fraction of WASH_CODES random codes that wash each photo."""
+  b, nz = data["image"].shape[0], nets.generator.nz
+  z = jax.random.normal(rng, (WASH_CODES * b, nz))
+  out = colorize(state, nets, jnp.tile(data["ihn_gray"], (WASH_CODES, 1, 1, 1)),
+                 jnp.tile(data["edge_gray"], (WASH_CODES, 1, 1, 1)), z)
+  saturated = metrics.saturated_fraction(out, reduction="none")
+  return jnp.mean((saturated.reshape(WASH_CODES, b) > WASH_AREA).astype(
+      jnp.float32), axis=0)
+
+
 def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
               frozen: dict[str, Any], rng: jax.Array, *, nets: Networks,
               config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
@@ -498,8 +518,10 @@ def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
     gray in three channels and the blur baseline; the reference result's and
     the gray's chroma distance to the reference (`metrics.chroma_distance`);
     the random samples' difference, luma SSIM to the IHN gray, and saturated
-    fraction beside the ground truth's.
+    fraction beside the ground truth's; the fraction of random codes that
+    wash the photo (`random_washed`, WASH_CODES codes).
   """
+  rng, wash_key = jax.random.split(rng)
   data, outputs = _schemes(state, batch, frozen, rng, nets=nets,
                            config=config)
   image, reference = data["image"], data["reference"]
@@ -525,6 +547,7 @@ def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
           color_space.rgb_to_gray(rand1), ihn_gray, **per_example),
       "random_saturated": metrics.saturated_fraction(rand1, **per_example),
       "truth_saturated": metrics.saturated_fraction(image, **per_example),
+      "random_washed": _washed_fraction(state, nets, data, wash_key),
   }
 
 
