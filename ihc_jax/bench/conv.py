@@ -119,11 +119,10 @@ def main(argv: Sequence[str]) -> None:
             np.sqrt(args.kernel**2 * c)).astype(np.float32)
   dy = rng.random((args.batch, s, s, c), np.float32)
   arrays = tuple(jax.numpy.asarray(a) for a in (x, kernel, dy))
+  passes = jax_passes()
+  rewrites = kernel_gradient_rewrites() if args.rewrites else {}
   items = {name: (lambda f=f: jax.block_until_ready(f(*arrays)))
-           for name, f in jax_passes().items()}
-  if args.rewrites:
-    items.update({name: (lambda f=f: jax.block_until_ready(f(*arrays)))
-                  for name, f in kernel_gradient_rewrites().items()})
+           for name, f in {**passes, **rewrites}.items()}
   if args.torch:
     items.update(_torch_passes(x, kernel, dy))
   print(f"conv {args.kernel}x{args.kernel} {c}->{c}, {args.batch}x{s}x{s}, "
@@ -136,9 +135,9 @@ def main(argv: Sequence[str]) -> None:
       results[name].append(_time_ms(fn))
   for name, values in results.items():
     print(f"  {name:32s} {statistics.median(values):9.1f} ms")
-  if args.rewrites:
-    xla = jax.jit(jax_passes()["kernel gradient"])(*arrays)
-    for name, fn in kernel_gradient_rewrites().items():
+  if rewrites:
+    xla = passes["kernel gradient"](*arrays)
+    for name, fn in rewrites.items():
       error = float(jax.numpy.max(jax.numpy.abs(fn(*arrays) - xla)) /
                     jax.numpy.max(jax.numpy.abs(xla)))
       print(f"  {name}: max difference to XLA's {error:.1e} of its largest")
