@@ -66,3 +66,47 @@ def test_main_prints_each_pass(capsys):
   # The ratio line parses (at 8 px it may round to 0.0).
   ratio = float(out.rsplit("kernel gradient / forward: ", 1)[1].split("x")[0])
   assert ratio >= 0
+
+
+def test_small_conv_forms_agree_with_numpy():
+  """Both forms `layers` chooses between, zero and reflect padded, stride 1
+  and 2, forward and gradients, against numpy (random inputs made here)."""
+  rng = np.random.default_rng(2)
+  x = rng.random((2, 4, 4, 3), np.float32)
+  for k, stride, padding, reflect in ((3, 1, 1, False), (3, 1, 1, True), (4, 2, 1, False)):
+    kernel = rng.standard_normal((k, k, 3, 5)).astype(np.float32)
+    mode = "reflect" if reflect else "constant"
+    xp = np.pad(x.astype(np.float64), ((0, 0), (padding,) * 2, (padding,) * 2, (0, 0)), mode)
+    out = (xp.shape[1] - k) // stride + 1
+    want = np.zeros((2, out, out, 5))
+    for i in range(k):
+      for j in range(k):
+        want += xp[:, i:i + stride * (out - 1) + 1:stride,
+                   j:j + stride * (out - 1) + 1:stride] @ kernel[i, j]
+    forms = conv.small_conv_forms(stride, padding, reflect)
+    for name, (forward, grads) in forms.items():
+      np.testing.assert_allclose(np.asarray(forward(x, kernel)), want, rtol=1e-5,
+                                 atol=1e-5, err_msg=f"{name} k{k} s{stride}")
+      gx, gk = grads(x, kernel)
+      # d/dk sum(y^2) = sum over windows of 2 y * window.
+      gk_want = np.zeros(kernel.shape)
+      for i in range(k):
+        for j in range(k):
+          window = xp[:, i:i + stride * (out - 1) + 1:stride, j:j + stride * (out - 1) + 1:stride]
+          gk_want[i, j] = np.einsum("nhwc,nhwo->co", window, 2 * want)
+      np.testing.assert_allclose(np.asarray(gk), gk_want, rtol=1e-4, atol=1e-3,
+                                 err_msg=f"{name} kernel gradient")
+      assert np.asarray(gx).shape == x.shape
+    # The two forms' input gradients agree with each other.
+    np.testing.assert_allclose(np.asarray(forms["xla"][1](x, kernel)[0]),
+                               np.asarray(forms["matmul"][1](x, kernel)[0]),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_main_small_prints_each_layer(capsys, monkeypatch):
+  monkeypatch.setattr(conv, "SMALL_LAYERS", (("dense 3x3", 2, 4, 3, 3, 1, 1, False),
+                                             ("up 3x3 reflect", 4, 4, 3, 3, 1, 1, True)))
+  conv.main(["--small", "--repeats", "1"])
+  out = capsys.readouterr().out
+  assert out.count(" -> ") == 4
+  assert "dense 3x3" in out and "up 3x3 reflect" in out

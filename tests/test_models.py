@@ -323,18 +323,45 @@ def test_layer_conventions_match_torch():
 
 
 def test_reflect_padded_conv_equals_reflect_pad_then_valid_conv():
+  """Bit for bit in XLA's form (maps over MATMUL_CONV_MAX_POSITIONS), to float
+  rounding in the matmul form (small maps)."""
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.standard_normal((2, 9, 7, 4)), jnp.float32)
-  for k in (1, 3, 7):
-    kernel = jnp.asarray(rng.standard_normal((k, k, 4, 5)), jnp.float32)
-    pad = k // 2
-    valid = jax.lax.conv_general_dilated(layers.reflect_pad(x, pad) if pad else x, kernel,
-                                         (1, 1), "VALID",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_array_equal(layers.reflect_padded_conv(x, kernel, pad), valid)
+  small = jnp.asarray(rng.standard_normal((2, 9, 7, 4)), jnp.float32)
+  large = jnp.asarray(rng.standard_normal((2, 20, 16, 4)), jnp.float32)
+  assert 9 * 7 <= layers.MATMUL_CONV_MAX_POSITIONS < 20 * 16
+  for x in (small, large):
+    for k in (1, 3, 7):
+      kernel = jnp.asarray(rng.standard_normal((k, k, 4, 5)), jnp.float32)
+      pad = k // 2
+      valid = jax.lax.conv_general_dilated(layers.reflect_pad(x, pad) if pad else x, kernel,
+                                           (1, 1), "VALID",
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      padded = layers.reflect_pad(x, pad) if pad else x
+      np.testing.assert_array_equal(layers.conv_valid_xla(padded, kernel), valid)
+      np.testing.assert_allclose(layers.conv_valid_matmul(padded, kernel), valid,
+                                 rtol=1e-5, atol=1e-5)
+      if x is large:
+        np.testing.assert_array_equal(layers.reflect_padded_conv(x, kernel, pad), valid)
+      else:
+        np.testing.assert_allclose(layers.reflect_padded_conv(x, kernel, pad), valid,
+                                   rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="reflect padding"):
     layers.Conv2d(3, 3, stride=2, padding=1, padding_mode="reflect").init(
-        jax.random.PRNGKey(0), x)
+        jax.random.PRNGKey(0), small)
+
+
+def test_zero_padded_conv_forms_agree():
+  """`layers.conv` (matmul for small outputs, XLA's conv otherwise) equals
+  lax.conv with the same padding, for the U-Nets' 4x4 stride-2 and 3x3 convs."""
+  rng = np.random.default_rng(3)
+  for shape, k, stride, padding in (((2, 4, 4, 6), 3, 1, 1), ((2, 8, 6, 6), 4, 2, 1),
+                                    ((1, 40, 36, 6), 4, 2, 1), ((1, 20, 20, 6), 3, 1, 1)):
+    x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((k, k, 6, 3)), jnp.float32)
+    want = jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((padding,) * 2,) * 2,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(layers.conv(x, kernel, stride, padding), want,
+                               rtol=1e-5, atol=1e-5, err_msg=f"{shape} k{k} s{stride}")
 
 
 def test_upsample_matches_jax_image_resize():

@@ -10,8 +10,17 @@ times two hand-written kernel gradients that a custom VJP could use: one
 matmul per kernel tap over the shifted input ("shifted taps"), and one
 matmul of the im2col patch matrix. Random inputs.
 
+With `--small` it times instead the two forms `ihc_jax.models.layers`
+chooses between for the U-Nets' small maps (`SMALL_LAYERS`: the dense
+bottleneck's 3x3 conv on the 2x2 innermost map, the reflect-padded up convs
+and the 4x4 stride-2 down convs at 4-32 px): XLA's convolution
+(`conv_valid_xla`) and one matmul of the patch matrix (`conv_valid_matmul`),
+forward and forward + both gradients, and the maximum difference of their
+outputs.
+
   python -m ihc_jax.bench conv
   python -m ihc_jax.bench conv --size 128 --channels 128 --torch
+  python -m ihc_jax.bench conv --small --batch 8
 """
 
 from __future__ import annotations
@@ -75,6 +84,65 @@ def kernel_gradient_rewrites() -> dict[str, Callable[..., Any]]:
           "kernel gradient, im2col": jax.jit(im2col)}
 
 
+# (name, map size, C_in, C_out, kernel, stride, padding, reflect): layers of
+# the official-width U-Nets at 256 px input whose outputs are 2-32 px.
+SMALL_LAYERS = (
+    ("dense 3x3", 2, 1024, 256, 3, 1, 1, False),
+    ("up 3x3 reflect", 4, 1024, 512, 3, 1, 1, True),
+    ("up 3x3 reflect", 8, 1024, 512, 3, 1, 1, True),
+    ("up 3x3 reflect", 16, 1024, 512, 3, 1, 1, True),
+    ("up 3x3 reflect", 32, 1024, 256, 3, 1, 1, True),
+    ("down 4x4 s2", 8, 512, 512, 4, 2, 1, False),
+    ("down 4x4 s2", 16, 256, 512, 4, 2, 1, False),
+    ("down 4x4 s2", 32, 128, 256, 4, 2, 1, False),
+)
+
+
+def small_conv_forms(stride: int, padding: int, reflect: bool
+                     ) -> dict[str, tuple[Callable[..., Any], Callable[..., Any]]]:
+  """form -> (jitted forward(x, kernel), jitted forward + both gradients)."""
+  from ihc_jax.models import layers  # pylint: disable=g-import-not-at-top
+
+  def padded(x):
+    if reflect:
+      return layers.reflect_pad(x, padding)
+    return jax.numpy.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+
+  forms = {}
+  for name, valid in (("xla", layers.conv_valid_xla), ("matmul", layers.conv_valid_matmul)):
+    forward = lambda x, k, valid=valid: valid(padded(x), k, stride)
+    grads = jax.grad(lambda x, k, f=forward: jax.numpy.sum(f(x, k) ** 2), argnums=(0, 1))
+    forms[name] = (jax.jit(forward), jax.jit(grads))
+  return forms
+
+
+def _small_main(batch: int, repeats: int) -> None:
+  """Times both forms of every `SMALL_LAYERS` layer, interleaved."""
+  rng = np.random.default_rng(0)
+  print(f"small convolutions, batch {batch}, median of {repeats}, backend "
+        f"{jax.default_backend()}: XLA conv vs one matmul (ms)")
+  for name, size, c_in, c_out, k, stride, padding, reflect in SMALL_LAYERS:
+    x = jax.numpy.asarray(rng.random((batch, size, size, c_in), np.float32))
+    kernel = jax.numpy.asarray((rng.standard_normal((k, k, c_in, c_out)) /
+                                np.sqrt(k * k * c_in)).astype(np.float32))
+    forms = small_conv_forms(stride, padding, reflect)
+    calls = {(form, part): (lambda f=f: jax.block_until_ready(f(x, kernel)))
+             for form, fns in forms.items() for part, f in zip(("fwd", "grad"), fns)}
+    for fn in calls.values():
+      fn()
+    times = {key: [] for key in calls}
+    for _ in range(repeats):
+      for key, fn in calls.items():
+        times[key].append(_time_ms(fn))
+    ms = {key: statistics.median(v) for key, v in times.items()}
+    diff = float(jax.numpy.max(jax.numpy.abs(forms["xla"][0](x, kernel) -
+                                             forms["matmul"][0](x, kernel))))
+    print(f"  {name:15s} {size:3d} px {c_in:4d}->{c_out:<4d} forward "
+          f"{ms['xla', 'fwd']:8.2f} -> {ms['matmul', 'fwd']:8.2f} ({ms['xla', 'fwd'] / ms['matmul', 'fwd']:5.2f}x)"
+          f"  fwd+grads {ms['xla', 'grad']:8.2f} -> {ms['matmul', 'grad']:8.2f} "
+          f"({ms['xla', 'grad'] / ms['matmul', 'grad']:5.2f}x)  max diff {diff:.1e}", flush=True)
+
+
 def _time_ms(fn: Callable[[], Any]) -> float:
   start = time.perf_counter()
   fn()
@@ -111,7 +179,12 @@ def main(argv: Sequence[str]) -> None:
                       help="also time PyTorch's conv2d on the same layer")
   parser.add_argument("--rewrites", action="store_true",
                       help="also time two hand-written kernel gradients")
+  parser.add_argument("--small", action="store_true",
+                      help="time XLA's conv against one matmul on the U-Nets' small maps")
   args = parser.parse_args(argv)
+  if args.small:
+    _small_main(args.batch, args.repeats)
+    return
   rng = np.random.default_rng(0)
   c, s = args.channels, args.size
   x = rng.random((args.batch, s, s, c), np.float32)

@@ -47,16 +47,96 @@ def torch_uniform_init(fan_in: int) -> nn.initializers.Initializer:
   return init
 
 
+# Convolutions with at most this many output positions per image run as one
+# matmul over a patch matrix (`conv_valid`). XLA:CPU sends small convolutions
+# down slow paths: the IHN's dense-block Conv3x3 (1024 -> 256) on its 2x2
+# innermost map takes 10-16 ms at batch 1 and 115 ms at batch 16, against
+# 0.5 and 3.2 ms as a matmul; its gradient 25 / 205 ms against 2.4 / 6.3 ms.
+# Up to 16x16 outputs the matmul form is as fast or faster forward (U-Net up
+# conv 1024 -> 512 at 16 px: 27 -> 21 ms) and 1.2-10x faster backward; at
+# 32x32 its forward is 2x slower (39 -> 78 ms), hence 16 * 16.
+# (Scratch measurements on the 2-core CPU, reproduced by
+# `python -m ihc_jax.bench conv --small`.)
+MATMUL_CONV_MAX_POSITIONS = 16 * 16
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+  """VALID convolution (NHWC input, HWIO kernel) of an already padded input.
+
+  Outputs of at most `MATMUL_CONV_MAX_POSITIONS` positions per image are
+  computed by `conv_valid_matmul`, larger ones by `conv_valid_xla`: the same
+  sums in another order (float rounding apart).
+
+  Args:
+    x: [B, H, W, C_in], already padded.
+    kernel: [k, k, C_in, C_out].
+    stride: the same in both directions.
+
+  Returns:
+    [B, (H - k) // stride + 1, (W - k) // stride + 1, C_out].
+  """
+  k = kernel.shape[0]
+  positions = ((x.shape[1] - k) // stride + 1) * ((x.shape[2] - k) // stride + 1)
+  if positions <= MATMUL_CONV_MAX_POSITIONS:
+    return conv_valid_matmul(x, kernel, stride)
+  return conv_valid_xla(x, kernel, stride)
+
+
+def conv_valid_matmul(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+  """`conv_valid` as one matmul of the [B, H', W', k*k*C_in] patch matrix
+  (taps in HWI order) with the kernel reshaped to [k*k*C_in, C_out]."""
+  k = kernel.shape[0]
+  out_h = (x.shape[1] - k) // stride + 1
+  out_w = (x.shape[2] - k) // stride + 1
+  patches = jnp.concatenate([
+      x[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride]
+      for i in range(k) for j in range(k)], axis=-1)
+  return jnp.einsum("bhwp,po->bhwo", patches, kernel.reshape(-1, kernel.shape[-1]))
+
+
+def conv_valid_xla(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+  """`conv_valid` as XLA's convolution.
+
+  XLA:CPU runs a VALID convolution 3-4x slower than one with explicit
+  padding, so for stride 1 and an odd kernel x is convolved with
+  `pad = (k - 1) // 2` more zeros and the extra output ring (windows that
+  overlap the zeros) is cropped: the kept outputs read exactly the VALID
+  windows, bit for bit. The ring costs (1 + 2 pad / H')^2 - 1 of the work.
+  """
+  pad = (kernel.shape[0] - 1) // 2
+  if stride != 1 or pad == 0:
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "VALID",
+                                        dimension_numbers=_NHWC)
+  y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((pad, pad), (pad, pad)),
+                                   dimension_numbers=_NHWC)
+  return y[:, pad:-pad, pad:-pad, :]
+
+
+def conv(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0) -> jax.Array:
+  """Convolution with symmetric zero padding (PyTorch's Conv2d), NHWC / HWIO.
+
+  Small outputs run as one matmul (`conv_valid`); the rest as XLA's padded
+  convolution.
+  """
+  k = kernel.shape[0]
+  out_h = (x.shape[1] + 2 * padding - k) // stride + 1
+  out_w = (x.shape[2] + 2 * padding - k) // stride + 1
+  if out_h * out_w <= MATMUL_CONV_MAX_POSITIONS:
+    pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    return conv_valid(jnp.pad(x, pads), kernel, stride)
+  return jax.lax.conv_general_dilated(
+      x, kernel, (stride, stride), ((padding, padding), (padding, padding)),
+      dimension_numbers=_NHWC)
+
+
 def reflect_padded_conv(x: jax.Array, kernel: jax.Array, pad: int) -> jax.Array:
   """Stride-1 convolution of ReflectionPad2d(pad)(x), same size as x.
 
-  Equal, bit for bit, to a VALID convolution of `reflect_pad(x, pad)`, but
-  XLA:CPU runs a VALID convolution 3-4x slower than one with explicit
-  padding. So the reflected input is convolved with `pad` more zero padding
-  (the extra output ring only sees zeros and the reflected border) and that
-  ring is cropped: the kept outputs read exactly the windows of the VALID
-  form. The extra work is a ring of `pad` pixels, (1 + 2 pad / H)^2 - 1 of
-  the total (6% for a 3x3 conv at 64 px).
+  `conv_valid(reflect_pad(x, pad), kernel)`: a matmul for small maps, else
+  XLA's padded convolution with the extra ring cropped (6% more work for a
+  3x3 conv at 64 px) rather than its 3-4x slower VALID one.
 
   Args:
     x: [B, H, W, C_in].
@@ -66,13 +146,7 @@ def reflect_padded_conv(x: jax.Array, kernel: jax.Array, pad: int) -> jax.Array:
   Returns:
     [B, H, W, C_out].
   """
-  if pad == 0:
-    return jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  y = jax.lax.conv_general_dilated(
-      reflect_pad(x, pad), kernel, (1, 1), ((pad, pad), (pad, pad)),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  return y[:, pad:-pad, pad:-pad, :]
+  return conv_valid(reflect_pad(x, pad) if pad else x, kernel)
 
 
 class Conv2d(nn.Module):
@@ -111,10 +185,7 @@ class Conv2d(nn.Module):
             f"kernel {k}, stride {self.stride}, padding {self.padding}")
       y = reflect_padded_conv(x, kernel.astype(x.dtype), self.padding)
     elif self.padding_mode == "zeros":
-      y = jax.lax.conv_general_dilated(
-          x, kernel.astype(x.dtype), (self.stride, self.stride),
-          ((self.padding, self.padding), (self.padding, self.padding)),
-          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = conv(x, kernel.astype(x.dtype), self.stride, self.padding)
     else:
       raise ValueError(f"padding_mode must be 'zeros' or 'reflect', got {self.padding_mode!r}")
     if self.use_bias:
