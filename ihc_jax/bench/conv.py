@@ -16,7 +16,8 @@ bottleneck's 3x3 conv on the 2x2 innermost map, the reflect-padded up convs
 and the 4x4 stride-2 down convs at 4-32 px): XLA's convolution
 (`conv_valid_xla`) and one matmul of the patch matrix (`conv_valid_matmul`),
 forward and forward + both gradients, and the maximum difference of their
-outputs.
+outputs. The models take the matmul form only up to
+`layers.MATMUL_CONV_MAX_POSITIONS` outputs (its comment says why).
 
   python -m ihc_jax.bench conv
   python -m ihc_jax.bench conv --size 128 --channels 128 --torch

@@ -48,16 +48,18 @@ def torch_uniform_init(fan_in: int) -> nn.initializers.Initializer:
 
 
 # Convolutions with at most this many output positions per image run as one
-# matmul over a patch matrix (`conv_valid`). XLA:CPU sends small convolutions
-# down slow paths: the IHN's dense-block Conv3x3 (1024 -> 256) on its 2x2
-# innermost map takes 10-16 ms at batch 1 and 115 ms at batch 16, against
-# 0.5 and 3.2 ms as a matmul; its gradient 25 / 205 ms against 2.4 / 6.3 ms.
-# Up to 16x16 outputs the matmul form is as fast or faster forward (U-Net up
-# conv 1024 -> 512 at 16 px: 27 -> 21 ms) and 1.2-10x faster backward; at
-# 32x32 its forward is 2x slower (39 -> 78 ms), hence 16 * 16.
-# (Scratch measurements on the 2-core CPU, reproduced by
-# `python -m ihc_jax.bench conv --small`.)
-MATMUL_CONV_MAX_POSITIONS = 16 * 16
+# matmul over a patch matrix (`conv_valid`). XLA:CPU turns a convolution
+# whose input is smaller than its kernel into one with input and kernel
+# swapped, on a slow generic path: the IHN's dense-block Conv3x3
+# (1024 -> 256) on its 2x2 innermost map took 17.6 ms forward and 44.6 ms
+# with both gradients at batch 1 (115 ms forward at batch 16), against 1.6,
+# 3.5 and 3.2 ms as a matmul (`python -m ihc_jax.bench conv --small`).
+# On 4-16 px maps the matmul form was also faster for single layers (up
+# convs 1.5-2.2x forward, 1.8-4.4x with gradients), but inside the networks
+# the forward gain was within this CPU's +-10% noise while the peak memory
+# of the official test.py graph rose by 0.1 GB (1.16 -> 1.27 GB at a
+# threshold of 16x16, fresh processes): so 2x2.
+MATMUL_CONV_MAX_POSITIONS = 2 * 2
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
