@@ -162,11 +162,13 @@ def test_latent_term_updates_g_only(chain_run):
   params = {n: variables[n]["params"] for n in ("encoder", "generator")}
   only = {name: 0.0 for name in color.TERMS}
 
+  # One compiled gradient for every term: the weights are traced arguments.
+  weighted_grads = jax.jit(jax.grad(lambda p, weights: color.generator_losses(
+      p, variables, data, trainer.frozen, jax.random.PRNGKey(2), weights,
+      nets=nets, config=config)[0]))
+
   def grads(term):
-    weights = dict(only, **{term: 1.0})
-    return jax.grad(lambda p: color.generator_losses(
-        p, variables, data, trainer.frozen, jax.random.PRNGKey(2), weights,
-        nets=nets, config=config)[0])(params)
+    return weighted_grads(params, dict(only, **{term: 1.0}))
 
   def norm(tree):
     return float(sum(np.abs(np.asarray(x)).sum() for x in jax.tree.leaves(tree)))
