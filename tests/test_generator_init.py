@@ -4,6 +4,8 @@ Random weights made here (no official weights needed) and a real photo
 (scikit-image's camera, resized to 64 px).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,8 +26,17 @@ def _photo():
   return jnp.asarray(np.asarray(image, np.float32) / 255.0)[None, ..., None]
 
 
+class _Jitted:
+  """A module's init and apply, jitted (eagerly every op of the G compiles
+  on its own: tens of seconds per test)."""
+
+  def __init__(self, module):
+    self.init = jax.jit(module.init, static_argnames="train")
+    self.apply = jax.jit(module.apply, static_argnames="train")
+
+
 def _net_and_variables(ngf=16):
-  net = generator_lib.ColorizationNet(ngf=ngf, num_downs=6)
+  net = _Jitted(generator_lib.ColorizationNet(ngf=ngf, num_downs=6))
   x = jnp.zeros((1, SIZE, SIZE, 1))
   return net, net.init({"params": KEY}, x, x, jnp.zeros((1, 8)), train=False)
 
@@ -106,12 +117,14 @@ def test_stage_init_choice():
   size = 2 ** nets.generator.num_downs
   gray = jnp.ones((1, size, size, 1)) * 0.4
   z = jnp.zeros((1, nets.generator.nz))
-  start = color_stage.init_variables(KEY, nets=nets, size=size)
-  out = nets.generator.apply(start["generator"], gray, gray, z, train=False)
+  init = jax.jit(functools.partial(color_stage.init_variables, nets=nets, size=size),
+                 static_argnames="generator_init")
+  apply = jax.jit(nets.generator.apply, static_argnames="train")
+  start = init(KEY)
+  out = apply(start["generator"], gray, gray, z, train=False)
   np.testing.assert_allclose(out, 0.4, atol=0.03)
-  rnd = color_stage.init_variables(KEY, nets=nets, size=size,
-                                   generator_init="random")
-  out = nets.generator.apply(rnd["generator"], gray, gray, z, train=False)
+  rnd = init(KEY, generator_init="random")
+  out = apply(rnd["generator"], gray, gray, z, train=False)
   assert float(jnp.abs(out - 0.4).mean()) > 0.03
   with pytest.raises(ValueError, match="generator_init must be one of"):
     color_stage.init_variables(KEY, nets=nets, size=size,

@@ -377,12 +377,14 @@ def test_ihn_detail_output_is_expand_conv_then_1x1_conv(tiny):
   rng = np.random.default_rng(2)
   halftone = jnp.asarray(rng.random((2, 64, 64, 1)), jnp.float32)
   noise = jnp.asarray(rng.standard_normal((2, 64, 64, tiny.ihn.nz)), jnp.float32)
-  variables = net.init(jax.random.PRNGKey(0), halftone, noise, train=False)
+  # Jitted: eagerly, each of the tiny IHN's ops compiles on its own (a minute).
+  variables = jax.jit(functools.partial(net.init, train=False))(
+      jax.random.PRNGKey(0), halftone, noise)
   params = variables["params"]
   assert params["detail_expand"]["kernel"].shape == (3, 3, 8, 16)
   assert params["detail_out"]["kernel"].shape == (1, 1, 16, 1)
-  (_, detail, _), state = net.apply(variables, halftone, noise, train=False,
-                                    capture_intermediates=True)
+  (_, detail, _), state = jax.jit(functools.partial(
+      net.apply, train=False, capture_intermediates=True))(variables, halftone, noise)
   last_block = state["intermediates"][f"detail_block_{tiny.ihn.detail_blocks - 1}"]
   x = last_block["__call__"][0]
   conv = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1),

@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-SUITES = ("data", "models", "losses", "train", "inference", "official", "conv")
+SUITES = ("data", "models", "losses", "train", "inference", "official", "conv", "profile")
 
 
 def main(argv: list[str]) -> None:
