@@ -37,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 
 NETS = ("ihn", "generator", "encoder", "fusion")
+
+
 def network_call(name: str, model_config: Any, size: int, seed: int = 0
                  ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
   """(fn(variables, *inputs), (variables, *inputs)) for a network's forward
