@@ -129,13 +129,7 @@ def _small_main(batch: int, repeats: int) -> None:
     forms = small_conv_forms(stride, padding, reflect)
     calls = {(form, part): (lambda f=f: jax.block_until_ready(f(x, kernel)))
              for form, fns in forms.items() for part, f in zip(("fwd", "grad"), fns)}
-    for fn in calls.values():
-      fn()
-    times = {key: [] for key in calls}
-    for _ in range(repeats):
-      for key, fn in calls.items():
-        times[key].append(_time_ms(fn))
-    ms = {key: statistics.median(v) for key, v in times.items()}
+    ms = _interleaved_median_ms(calls, repeats)
     diff = float(jax.numpy.max(jax.numpy.abs(forms["xla"][0](x, kernel) -
                                              forms["matmul"][0](x, kernel))))
     print(f"  {name:15s} {size:3d} px {c_in:4d}->{c_out:<4d} forward "
@@ -144,10 +138,19 @@ def _small_main(batch: int, repeats: int) -> None:
           f"({ms['xla', 'grad'] / ms['matmul', 'grad']:5.2f}x)  max diff {diff:.1e}", flush=True)
 
 
-def _time_ms(fn: Callable[[], Any]) -> float:
-  start = time.perf_counter()
-  fn()
-  return 1e3 * (time.perf_counter() - start)
+def _interleaved_median_ms(calls: dict[Any, Callable[[], Any]], repeats: int
+                           ) -> dict[Any, float]:
+  """Median ms per call: one warm-up call each (compiles), then `repeats`
+  rounds over all calls, interleaved so that every call sees one load."""
+  for fn in calls.values():
+    fn()
+  times = {key: [] for key in calls}
+  for _ in range(repeats):
+    for key, fn in calls.items():
+      start = time.perf_counter()
+      fn()
+      times[key].append(1e3 * (time.perf_counter() - start))
+  return {key: statistics.median(values) for key, values in times.items()}
 
 
 def _torch_passes(x: np.ndarray, kernel: np.ndarray, dy: np.ndarray
@@ -201,20 +204,14 @@ def main(argv: Sequence[str]) -> None:
     items.update(_torch_passes(x, kernel, dy))
   print(f"conv {args.kernel}x{args.kernel} {c}->{c}, {args.batch}x{s}x{s}, "
         f"median of {args.repeats}, backend {jax.default_backend()}")
-  for fn in items.values():  # compile and warm up
-    fn()
-  results = {name: [] for name in items}
-  for _ in range(args.repeats):  # interleaved, so every item sees one load
-    for name, fn in items.items():
-      results[name].append(_time_ms(fn))
-  for name, values in results.items():
-    print(f"  {name:32s} {statistics.median(values):9.1f} ms")
+  results = _interleaved_median_ms(items, args.repeats)
+  for name, value in results.items():
+    print(f"  {name:32s} {value:9.1f} ms")
   if rewrites:
     xla = passes["kernel gradient"](*arrays)
     for name, fn in rewrites.items():
       error = float(jax.numpy.max(jax.numpy.abs(fn(*arrays) - xla)) /
                     jax.numpy.max(jax.numpy.abs(xla)))
       print(f"  {name}: max difference to XLA's {error:.1e} of its largest")
-  forward = statistics.median(results["forward"])
   print(f"kernel gradient / forward: "
-        f"{statistics.median(results['kernel gradient']) / forward:.1f}x")
+        f"{results['kernel gradient'] / results['forward']:.1f}x")

@@ -119,7 +119,7 @@ def conv_valid_xla(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Arra
 def conv(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0) -> jax.Array:
   """Convolution with symmetric zero padding (PyTorch's Conv2d), NHWC / HWIO.
 
-  Small outputs run as one matmul (`conv_valid`); the rest as XLA's padded
+  Small outputs run as one matmul (`conv_valid_matmul`); the rest as XLA's padded
   convolution.
   """
   k = kernel.shape[0]
@@ -127,7 +127,7 @@ def conv(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0) -> 
   out_w = (x.shape[2] + 2 * padding - k) // stride + 1
   if out_h * out_w <= MATMUL_CONV_MAX_POSITIONS:
     pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
-    return conv_valid(jnp.pad(x, pads), kernel, stride)
+    return conv_valid_matmul(jnp.pad(x, pads), kernel, stride)
   return jax.lax.conv_general_dilated(
       x, kernel, (stride, stride), ((padding, padding), (padding, padding)),
       dimension_numbers=_NHWC)
