@@ -59,7 +59,8 @@ def test_main_prints_each_pass(capsys):
   conv.main(argv)
   out = capsys.readouterr().out
   for name in ("forward", "input gradient", "kernel gradient",
-               "kernel gradient, shifted taps", "kernel gradient, im2col"):
+               "kernel gradient, shifted taps", "kernel gradient, im2col",
+               "kernel gradient, taps loop"):
     assert f"  {name} " in out
   assert "shifted taps: max difference to XLA's" in out
   assert ("torch forward + both gradients" in out) == ("--torch" in argv)
@@ -110,3 +111,19 @@ def test_main_small_prints_each_layer(capsys, monkeypatch):
   out = capsys.readouterr().out
   assert out.count(" -> ") == 4
   assert "dense 3x3" in out and "up 3x3 reflect" in out
+
+
+def test_kernel_grads_mode_prints_each_layer_and_the_models_choice(capsys, monkeypatch):
+  """`--kernel-grads` on two tiny layers: one line each with both times,
+  their difference (float rounding) and the form the models use."""
+  from ihc_jax.models import conv_grad  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(conv_grad, "TAPS_MIN_CHANNELS", 4)
+  monkeypatch.setattr(conv_grad, "TAPS_MIN_POSITIONS", 1)
+  monkeypatch.setattr(conv_grad, "TAPS_MIN_CHANNEL_PRODUCT", 1)
+  conv.kernel_grads_main(2, 1, (("small s1", 6, 4, 5, 3, 1), ("thin s2", 4, 3, 8, 4, 2)))
+  lines = capsys.readouterr().out.splitlines()[1:]
+  assert len(lines) == 2
+  assert "small s1" in lines[0] and "models: taps" in lines[0]
+  assert "thin s2" in lines[1] and "models: xla" in lines[1]
+  for line in lines:
+    assert float(line.rsplit("rel diff ", 1)[1]) < 1e-5

@@ -10,6 +10,11 @@ times two hand-written kernel gradients that a custom VJP could use: one
 matmul per kernel tap over the shifted input ("shifted taps"), and one
 matmul of the im2col patch matrix. Random inputs.
 
+With `--kernel-grads` it times XLA's kernel gradient against the one the
+models use on CPU (`ihc_jax.models.conv_grad.kernel_gradient_taps`: one
+matmul per kernel tap, in a loop) over the networks' layer shapes
+(`GRAD_LAYERS`), and says which form `conv_grad` picks for each.
+
 With `--small` it times instead the two forms `ihc_jax.models.layers`
 chooses between for the U-Nets' small maps (`SMALL_LAYERS`: the dense
 bottleneck's 3x3 conv on the 2x2 innermost map, the reflect-padded up convs
@@ -22,6 +27,7 @@ outputs. The models take the matmul form only up to
   python -m ihc_jax.bench conv
   python -m ihc_jax.bench conv --size 128 --channels 128 --torch
   python -m ihc_jax.bench conv --small --batch 8
+  python -m ihc_jax.bench conv --kernel-grads --batch 4
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from ihc_jax.models import conv_grad
 
 
 def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -81,8 +89,63 @@ def kernel_gradient_rewrites() -> dict[str, Callable[..., Any]]:
     patches = jax.numpy.concatenate(_shifted_windows(x, kernel.shape[0]), -1)
     return _contract_pixels(patches, dy).reshape(kernel.shape)
 
+  def models_taps(x, kernel, dy):
+    pad = kernel.shape[0] // 2
+    return conv_grad.kernel_gradient_taps(x, kernel, dy, 1, ((pad, pad), (pad, pad)))
+
   return {"kernel gradient, shifted taps": jax.jit(shifted_taps),
-          "kernel gradient, im2col": jax.jit(im2col)}
+          "kernel gradient, im2col": jax.jit(im2col),
+          "kernel gradient, taps loop": jax.jit(models_taps)}
+
+
+# (name, output map size, C_in, C_out, kernel, stride): convolutions of the
+# official-width networks at 256 px input (the U-Nets' up convs and E's
+# convs are reflect-padded; their kernel gradient is that of the padded
+# convolution, timed here with zero padding).
+GRAD_LAYERS = (
+    ("IHN detail 3x3", 256, 64, 64, 3, 1),
+    ("E input 7x7", 256, 3, 64, 7, 1),
+    ("E down 4x4 s2", 128, 64, 128, 4, 2),
+    ("E residual 3x3", 64, 256, 256, 3, 1),
+    ("G first down", 128, 10, 64, 4, 2),
+    ("G down 4x4 s2", 64, 64, 128, 4, 2),
+    ("G down 4x4 s2", 32, 128, 256, 4, 2),
+    ("G down 4x4 s2", 16, 256, 512, 4, 2),
+    ("G up 3x3", 128, 256, 64, 3, 1),
+    ("G up 3x3", 64, 512, 128, 3, 1),
+    ("G up 3x3", 32, 1024, 256, 3, 1),
+    ("G up 3x3", 16, 1024, 512, 3, 1),
+    ("D 4x4 s2", 128, 11, 64, 4, 2),
+    ("D 4x4 s1", 31, 256, 512, 4, 1),
+)
+
+
+def kernel_grads_main(batch: int, repeats: int,
+                      grad_layers: Sequence[tuple[Any, ...]] = GRAD_LAYERS) -> None:
+  """Times XLA's kernel gradient and the taps form on `GRAD_LAYERS`."""
+  rng = np.random.default_rng(0)
+  print(f"kernel gradients, batch {batch}, median of {repeats}, backend "
+        f"{jax.default_backend()}: XLA's vs taps (ms); 'models' is the form "
+        f"ihc_jax.models.conv_grad picks on CPU")
+  for name, size, c_in, c_out, k, stride in grad_layers:
+    padding = ((k - 1) // 2, k // 2) if stride == 1 else (1, 1)
+    pads = (padding, padding)
+    x = jax.numpy.asarray(rng.random((batch, size * stride, size * stride, c_in),
+                                     np.float32))
+    kernel = jax.numpy.asarray(rng.standard_normal((k, k, c_in, c_out)).astype(np.float32))
+    dy = jax.numpy.asarray(rng.random(
+        conv_grad.xla_conv(x, kernel, stride, pads).shape, np.float32))
+    forms = {"xla": jax.jit(lambda x, k, dy: conv_grad.kernel_gradient_xla(x, k, dy, stride, pads)),
+             "taps": jax.jit(lambda x, k, dy: conv_grad.kernel_gradient_taps(x, k, dy, stride, pads))}
+    ms = _interleaved_median_ms(
+        {form: (lambda f=f: jax.block_until_ready(f(x, kernel, dy))) for form, f in forms.items()},
+        repeats)
+    xla, taps = (forms[form](x, kernel, dy) for form in ("xla", "taps"))
+    diff = float(jax.numpy.max(jax.numpy.abs(xla - taps)) / jax.numpy.max(jax.numpy.abs(xla)))
+    picked = "taps" if conv_grad.uses_taps(kernel.shape, dy.shape) else "xla"
+    print(f"  {name:15s} {size:3d} px {c_in:4d}->{c_out:<4d} {k}x{k} s{stride}  "
+          f"xla {ms['xla']:8.2f}  taps {ms['taps']:8.2f} ({ms['xla'] / ms['taps']:5.2f}x)  "
+          f"models: {picked:4s}  rel diff {diff:.1e}", flush=True)
 
 
 # (name, map size, C_in, C_out, kernel, stride, padding, reflect): layers of
@@ -183,11 +246,16 @@ def main(argv: Sequence[str]) -> None:
                       help="also time PyTorch's conv2d on the same layer")
   parser.add_argument("--rewrites", action="store_true",
                       help="also time two hand-written kernel gradients")
+  parser.add_argument("--kernel-grads", action="store_true",
+                      help="time XLA's kernel gradient against the taps form on the networks' layers")
   parser.add_argument("--small", action="store_true",
                       help="time XLA's conv against one matmul on the U-Nets' small maps")
   args = parser.parse_args(argv)
   if args.small:
     _small_main(args.batch, args.repeats)
+    return
+  if args.kernel_grads:
+    kernel_grads_main(args.batch, args.repeats)
     return
   rng = np.random.default_rng(0)
   c, s = args.channels, args.size

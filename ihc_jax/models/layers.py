@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ihc_jax.models import conv_grad
+
 BN_MOMENTUM = 0.9
 NORM_EPSILON = 1e-5
 LEAKY_SLOPE = 0.2
@@ -61,7 +63,6 @@ def torch_uniform_init(fan_in: int) -> nn.initializers.Initializer:
 # threshold of 16x16, fresh processes): so 2x2.
 MATMUL_CONV_MAX_POSITIONS = 2 * 2
 
-_NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
@@ -109,10 +110,8 @@ def conv_valid_xla(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Arra
   """
   pad = (kernel.shape[0] - 1) // 2
   if stride != 1 or pad == 0:
-    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "VALID",
-                                        dimension_numbers=_NHWC)
-  y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((pad, pad), (pad, pad)),
-                                   dimension_numbers=_NHWC)
+    return conv_grad.conv(x, kernel, stride, "VALID")
+  y = conv_grad.conv(x, kernel, 1, ((pad, pad), (pad, pad)))
   return y[:, pad:-pad, pad:-pad, :]
 
 
@@ -128,9 +127,7 @@ def conv(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0) -> 
   if out_h * out_w <= MATMUL_CONV_MAX_POSITIONS:
     pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
     return conv_valid_matmul(jnp.pad(x, pads), kernel, stride)
-  return jax.lax.conv_general_dilated(
-      x, kernel, (stride, stride), ((padding, padding), (padding, padding)),
-      dimension_numbers=_NHWC)
+  return conv_grad.conv(x, kernel, stride, ((padding, padding), (padding, padding)))
 
 
 def reflect_padded_conv(x: jax.Array, kernel: jax.Array, pad: int) -> jax.Array:

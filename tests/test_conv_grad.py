@@ -1,0 +1,178 @@
+"""`ihc_jax.models.conv_grad`: XLA's convolution with the taps kernel gradient.
+
+The forward pass must be XLA's convolution bit for bit (the parity with the
+official code rests on it), and both gradients must be the convolution's
+gradients, for every stride, padding and kernel the networks use and some
+they do not. Random inputs made here.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ihc_jax.models import conv_grad
+
+# (batch, height, width, C_in, C_out, kernel, stride, padding)
+CASES = (
+    (1, 9, 7, 3, 5, 3, 1, ((1, 1), (1, 1))),
+    (2, 10, 10, 4, 6, 4, 2, ((1, 1), (1, 1))),
+    (2, 11, 9, 3, 2, 4, 2, ((1, 2), (0, 1))),
+    (1, 12, 12, 2, 3, 7, 1, ((0, 0), (0, 0))),
+    (3, 8, 8, 5, 4, 3, 2, ((1, 1), (1, 1))),
+    (1, 9, 9, 3, 3, 1, 1, ((0, 0), (0, 0))),
+    (2, 13, 13, 4, 4, 4, 1, ((1, 2), (1, 2))),
+    (1, 10, 10, 2, 2, 3, 3, ((1, 1), (1, 1))),
+    (1, 9, 9, 2, 2, 3, 2, ((0, 0), (0, 0))),  # the last input row is never read
+)
+
+
+def _numpy_kernel_gradient(x, kernel, dy, stride, padding):
+  """dK[i, j] = sum over outputs of the input pixel under tap (i, j) times dy."""
+  kh, kw = kernel.shape[:2]
+  (top, bottom), (left, right) = padding
+  xp = np.pad(x.astype(np.float64), ((0, 0), (top, bottom), (left, right), (0, 0)))
+  _, out_h, out_w, _ = dy.shape
+  grad = np.zeros(kernel.shape, np.float64)
+  for i in range(kh):
+    for j in range(kw):
+      window = xp[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride]
+      grad[i, j] = np.einsum("bhwc,bhwo->co", window, dy)
+  return grad
+
+
+def _set_taps(monkeypatch, taps):
+  """Every kernel gradient of at least 2 channels by taps, or none."""
+  monkeypatch.setattr(conv_grad, "TAPS_MIN_CHANNELS", 2 if taps else 10**9)
+  monkeypatch.setattr(conv_grad, "TAPS_MIN_CHANNEL_PRODUCT", 1)
+  monkeypatch.setattr(conv_grad, "TAPS_MIN_POSITIONS", 1)
+
+
+def _case(rng, batch, height, width, c_in, c_out, k, stride, padding):
+  x = rng.standard_normal((batch, height, width, c_in)).astype(np.float32)
+  kernel = rng.standard_normal((k, k, c_in, c_out)).astype(np.float32)
+  out = conv_grad.xla_conv(jnp.asarray(x), jnp.asarray(kernel), stride, padding)
+  dy = rng.standard_normal(out.shape).astype(np.float32)
+  return x, kernel, dy
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_taps_kernel_gradient_is_the_kernel_gradient(case):
+  rng = np.random.default_rng(0)
+  x, kernel, dy = _case(rng, *case)
+  stride, padding = case[-2:]
+  want = _numpy_kernel_gradient(x, kernel, dy, stride, padding)
+  for name, form in (("taps", conv_grad.kernel_gradient_taps),
+                     ("xla", conv_grad.kernel_gradient_xla)):
+    got = np.asarray(jax.jit(form, static_argnums=(3, 4))(x, kernel, dy, stride, padding))
+    assert got.shape == kernel.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("taps", [True, False])
+def test_conv_forward_is_xla_and_gradients_match(monkeypatch, taps):
+  """`conv`'s output is XLA's exactly; its gradients (taps kernel gradient or
+  XLA's, by the channel threshold) equal XLA's own within float rounding."""
+  _set_taps(monkeypatch, taps)
+  rng = np.random.default_rng(1)
+  x, kernel, dy = _case(rng, 2, 12, 12, 4, 6, 4, 2, ((1, 1), (1, 1)))
+  assert conv_grad.uses_taps(kernel.shape, dy.shape) == taps
+  ours = lambda x, k: conv_grad.conv(x, k, 2, ((1, 1), (1, 1)))
+  xla = lambda x, k: conv_grad.xla_conv(x, k, 2, ((1, 1), (1, 1)))
+  np.testing.assert_array_equal(np.asarray(jax.jit(ours)(x, kernel)),
+                                np.asarray(jax.jit(xla)(x, kernel)))
+  loss = lambda f: lambda x, k: jnp.sum(f(x, k) * dy)
+  got = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, kernel)
+  want = jax.jit(jax.grad(loss(xla), argnums=(0, 1)))(x, kernel)
+  for g, w, name in zip(got, want, ("input", "kernel")):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-4,
+                               err_msg=name)
+
+
+def test_conv_valid_padding_and_bad_padding():
+  rng = np.random.default_rng(2)
+  x, kernel, _ = _case(rng, 1, 8, 8, 2, 3, 3, 1, ((0, 0), (0, 0)))
+  assert conv_grad.conv(x, kernel, 1, "VALID").shape == (1, 6, 6, 3)
+  with pytest.raises(ValueError, match="padding must be 'VALID'"):
+    conv_grad.conv(x, kernel, 1, "SAME")
+
+
+def test_second_order_gradient_through_taps(monkeypatch):
+  """The custom VJP's backward pass is itself differentiable (a gradient
+  penalty differentiates a gradient): d/dk of |dL/dx|^2 matches XLA's."""
+  _set_taps(monkeypatch, True)
+  rng = np.random.default_rng(3)
+  x, kernel, _ = _case(rng, 1, 7, 7, 3, 4, 3, 1, ((1, 1), (1, 1)))
+
+  def penalty(conv_fn):
+    def fn(k):
+      gx = jax.grad(lambda v: jnp.sum(jnp.tanh(conv_fn(v, k))))(x)
+      return jnp.sum(gx**2)
+    return fn
+
+  ours = lambda v, k: conv_grad.conv(v, k, 1, ((1, 1), (1, 1)))
+  xla = lambda v, k: conv_grad.xla_conv(v, k, 1, ((1, 1), (1, 1)))
+  np.testing.assert_allclose(np.asarray(jax.jit(jax.grad(penalty(ours)))(kernel)),
+                             np.asarray(jax.jit(jax.grad(penalty(xla)))(kernel)),
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_kernel_gradient_keeps_the_dtype(monkeypatch):
+  _set_taps(monkeypatch, True)
+  rng = np.random.default_rng(4)
+  x, kernel, dy = _case(rng, 2, 8, 8, 4, 4, 3, 1, ((1, 1), (1, 1)))
+  bf16 = lambda a: jnp.asarray(a, jnp.bfloat16)
+  grad = jax.jit(jax.grad(lambda k: jnp.sum(
+      conv_grad.conv(bf16(x), k, 1, ((1, 1), (1, 1))).astype(jnp.float32) * dy)))(bf16(kernel))
+  assert grad.dtype == jnp.bfloat16
+  want = _numpy_kernel_gradient(x, kernel, dy, 1, ((1, 1), (1, 1)))
+  # bfloat16 inputs carry 8 bits of mantissa: about 1% of the largest entry.
+  error = np.max(np.abs(np.asarray(grad, np.float32) - want)) / np.max(np.abs(want))
+  assert error < 0.02
+
+
+def test_thresholds_pick_by_the_channel_counts_and_the_positions():
+  big = max(conv_grad.TAPS_MIN_CHANNELS,
+            int(np.ceil(np.sqrt(conv_grad.TAPS_MIN_CHANNEL_PRODUCT))))
+  side = int(np.ceil(np.sqrt(conv_grad.TAPS_MIN_POSITIONS)))
+  assert conv_grad.uses_taps((3, 3, big, big), (1, side, side, big))
+  # The IHN's 64 -> 64 detail convs keep XLA's form (see the module doc).
+  assert not conv_grad.uses_taps((3, 3, 64, 64), (1, 256, 256, 64))
+  assert conv_grad.uses_taps((3, 3, 256, 64), (1, 128, 128, 64))
+  thin, wide = conv_grad.TAPS_MIN_CHANNELS - 1, 1024
+  assert not conv_grad.uses_taps((3, 3, thin, wide), (1, side, side, wide))
+  assert not conv_grad.uses_taps((3, 3, wide, thin), (1, side, side, thin))
+  narrow = conv_grad.TAPS_MIN_CHANNEL_PRODUCT // conv_grad.TAPS_MIN_CHANNELS - 1
+  assert not conv_grad.uses_taps((3, 3, conv_grad.TAPS_MIN_CHANNELS, narrow),
+                                 (1, side, side, narrow))
+  # The batch counts: four 1/4-size maps are as many positions as one.
+  assert conv_grad.uses_taps((3, 3, big, big), (4, side, side // 4 + 1, big))
+  assert not conv_grad.uses_taps((3, 3, big, big), (1, side // 2, side // 2, big))
+
+
+def test_generator_gradients_are_unchanged_by_the_taps(monkeypatch):
+  """Through a whole tiny G (reflect-padded up convs, stride-2 down convs,
+  the matmul form on its 1-2 px maps): parameter gradients with every
+  kernel gradient as taps equal XLA's within float rounding."""
+  from ihc_jax import models  # pylint: disable=g-import-not-at-top
+  cfg = models.tiny_model_config()
+  cfg.generator.num_downs = 5  # 32 px inputs, a 1x1 innermost map
+  net = models.build("generator", cfg)
+  rng = np.random.default_rng(5)
+  gray = jnp.asarray(rng.random((1, 32, 32, 1), np.float32))
+  edge = jnp.asarray(rng.random((1, 32, 32, 1), np.float32))
+  z = jnp.asarray(rng.standard_normal((1, cfg.generator.nz)), jnp.float32)
+  variables = jax.jit(lambda: net.init(jax.random.PRNGKey(0), gray, edge, z, train=False))()
+
+  def grads(taps):
+    _set_taps(monkeypatch, taps)
+    loss = lambda p: jnp.mean(net.apply({**variables, "params": p}, gray, edge, z,
+                                        train=False) ** 2)
+    return jax.jit(jax.grad(loss))(variables["params"])
+
+  taps, xla = grads(True), grads(False)
+  flat_taps, flat_xla = jax.tree.leaves(taps), jax.tree.leaves(xla)
+  assert len(flat_taps) == len(flat_xla) > 10
+  for got, want in zip(flat_taps, flat_xla):
+    scale = float(jnp.max(jnp.abs(want))) + 1e-12
+    assert float(jnp.max(jnp.abs(got - want))) <= 1e-4 * scale
