@@ -45,6 +45,30 @@ def test_perceptual_from_features_and_wrapper(vgg_params, images):
   assert float(got.min()) > 0.0
 
 
+def test_feature_pair_gradients_flow_to_both_inputs(vgg_params, images):
+  """`vgg_feature_pair` runs VGG twice instead of on one concatenated batch;
+  the loss and its gradients with respect to both output and target must be
+  those of the shared batch (a target that depends on the parameters, as
+  the fusion stage's pseudo targets, still gets its gradient)."""
+  a, b, _ = images
+
+  def shared(x, y):
+    feats = perceptual.vgg_features(vgg_params, jnp.concatenate([x, y]),
+                                    layers=("relu4_1",))["relu4_1"]
+    return jnp.mean(jnp.square(feats[:2] - feats[2:]))
+
+  def paired(x, y):
+    fx, fy = perceptual.vgg_feature_pair(vgg_params, x, y, layer="relu4_1")
+    return jnp.mean(jnp.square(fx - fy))
+
+  want = jax.jit(jax.value_and_grad(shared, argnums=(0, 1)))(a, b)
+  got = jax.jit(jax.value_and_grad(paired, argnums=(0, 1)))(a, b)
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+  for g, w in zip(got[1], want[1]):
+    assert float(jnp.max(jnp.abs(w))) > 0
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6 * float(jnp.max(jnp.abs(w))))
+
+
 def test_sobel_step_edge_hand_values():
   step = jnp.tile(jnp.array([0.0, 0.0, 1.0, 1.0]), (1, 3, 1))[..., None]
   g = structure.sobel_gradients(step)

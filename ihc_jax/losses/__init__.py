@@ -26,7 +26,7 @@ from ihc_jax.losses.mode_seeking import (mode_seeking_loss,
                                          mode_seeking_loss_from_features)
 from ihc_jax.losses.perceptual import (perceptual_loss,
                                        perceptual_loss_from_features,
-                                       vgg_features)
+                                       vgg_feature_pair, vgg_features)
 from ihc_jax.losses.pixel import l1_loss, pixel_loss
 from ihc_jax.losses.reconstruction import (halftone_task_loss,
                                            reconstruction_loss,
@@ -148,5 +148,5 @@ __all__ = [
     "reconstruction_loss", "recovery_l1_loss", "reference_mse_loss",
     "self_similarity_loss", "self_similarity_matrix", "sobel_gradients",
     "soft_histogram", "structure_loss", "structure_loss_from_features",
-    "style_loss", "style_loss_from_features", "vgg_features",
+    "style_loss", "style_loss_from_features", "vgg_feature_pair", "vgg_features",
 ]

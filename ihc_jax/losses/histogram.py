@@ -146,7 +146,7 @@ def histogram_loss(h_apply: Callable[..., jax.Array], h_params: Mapping[str, Any
     float32 scalar, or [B].
   """
   _common.check_same_shape("histogram_loss", output, reference)
-  hists = channel_histograms(h_apply, h_params, jnp.concatenate([output, reference]))
-  batch = output.shape[0]
-  return histogram_loss_from_histograms(hists[:batch], hists[batch:], eps=eps,
-                                        reduction=reduction)
+  # Two calls, so that a constant reference has no backward pass through H.
+  return histogram_loss_from_histograms(channel_histograms(h_apply, h_params, output),
+                                        channel_histograms(h_apply, h_params, reference),
+                                        eps=eps, reduction=reduction)

@@ -41,6 +41,27 @@ def vgg_features(vgg_params: Mapping[str, Any], images: jax.Array, *,
       {"params": vgg_params}, images, layers=tuple(layers))
 
 
+def vgg_feature_pair(vgg_params: Mapping[str, Any], output: jax.Array,
+                     target: jax.Array, *, layer: str, normalization: str = "imagenet",
+                     dtype: Any = jnp.float32) -> tuple[jax.Array, jax.Array]:
+  """One VGG19 layer's activations of `output` and of `target`, in two calls.
+
+  Two calls rather than one over their concatenation: when the target does
+  not depend on what is differentiated (a ground truth, a reference), its
+  call has no backward pass, where a shared batch would carry the input
+  gradient through VGG for both halves. For the IHN step at 256 px (pool4)
+  that is 467 -> 422 GFLOP and 1.13x faster on a 2-core CPU (one
+  interleaved run). The features are the same: VGG has no batch statistics.
+
+  Returns:
+    ([B, h, w, C], [B, h, w, C]) float32.
+  """
+  def features(images):
+    return vgg_features(vgg_params, images, layers=(layer,),
+                        normalization=normalization, dtype=dtype)[layer]
+  return features(output), features(target)
+
+
 def perceptual_loss_from_features(features: jax.Array, target_features: jax.Array, *,
                                   distance: str = "mse",
                                   reduction: str = "mean") -> jax.Array:
@@ -81,9 +102,7 @@ def perceptual_loss(vgg_params: Mapping[str, Any], output: jax.Array,
     float32 scalar, or [B].
   """
   _common.check_same_shape("perceptual_loss", output, target)
-  feats = vgg_features(vgg_params, jnp.concatenate([output, target]),
-                       layers=(layer,), normalization=normalization,
-                       dtype=dtype)[layer]
-  pred, tgt = feats[:output.shape[0]], feats[output.shape[0]:]
+  pred, tgt = vgg_feature_pair(vgg_params, output, target, layer=layer,
+                               normalization=normalization, dtype=dtype)
   return perceptual_loss_from_features(pred, tgt,
                                        distance=distance, reduction=reduction)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ihc_jax.losses import _common
-from ihc_jax.losses.perceptual import vgg_features
+from ihc_jax.losses.perceptual import vgg_feature_pair
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -118,8 +118,7 @@ def structure_loss(vgg_params: Mapping[str, Any], output: jax.Array,
     float32 scalar, or [B].
   """
   _common.check_same_shape("structure_loss", output, target)
-  feats = vgg_features(vgg_params, jnp.concatenate([output, target]),
-                       layers=(layer,), normalization=normalization)[layer]
-  batch = output.shape[0]
-  return structure_loss_from_features(output, target, feats[:batch],
-                                      feats[batch:], reduction=reduction)
+  output_feats, target_feats = vgg_feature_pair(vgg_params, output, target, layer=layer,
+                                                normalization=normalization)
+  return structure_loss_from_features(output, target, output_feats, target_feats,
+                                      reduction=reduction)

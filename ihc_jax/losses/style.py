@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from ihc_jax.losses import _common
-from ihc_jax.losses.perceptual import vgg_features
+from ihc_jax.losses.perceptual import vgg_feature_pair
 
 
 def gram_matrix(features: jax.Array, *, cross_batch: bool = False) -> jax.Array:
@@ -90,8 +90,7 @@ def style_loss(vgg_params: Mapping[str, Any], output: jax.Array,
     float32 scalar, or [B].
   """
   _common.check_same_shape("style_loss", output, style_image)
-  feats = vgg_features(vgg_params, jnp.concatenate([output, style_image]),
-                       layers=(layer,), normalization=normalization)[layer]
-  batch = output.shape[0]
-  return style_loss_from_features(feats[:batch], feats[batch:],
+  output_feats, style_feats = vgg_feature_pair(vgg_params, output, style_image, layer=layer,
+                                               normalization=normalization)
+  return style_loss_from_features(output_feats, style_feats,
                                   cross_batch=cross_batch, reduction=reduction)

@@ -295,15 +295,17 @@ def _feature_terms(g: dict[str, jax.Array], data: dict[str, jax.Array],
   image = data["image"]
   if active & set(_vgg_terms(config)):
     layer = config.perceptual.layer
-    feats = losses.vgg_features(
+    # G's outputs and the constant images in two VGG calls: the second has
+    # no backward pass (one shared batch would carry the input gradient
+    # through VGG for the images too).
+    generated, constant = losses.vgg_feature_pair(
         frozen["vgg19"]["params"],
-        jnp.concatenate([g["rec"], g["ref"], g["rand1"], g["rand2"], image,
-                         data["reference"]]),
-        layers=(layer,), normalization=config.model.vgg19.normalization,
-        dtype=linen_utils.compute_dtype(config.model, "vgg19"))[layer]
-    f_rec, f_ref, f_rand1, f_rand2, f_image, f_reference = jnp.split(feats, 6)
-    f_image = jax.lax.stop_gradient(f_image)
-    f_reference = jax.lax.stop_gradient(f_reference)
+        jnp.concatenate([g["rec"], g["ref"], g["rand1"], g["rand2"]]),
+        jax.lax.stop_gradient(jnp.concatenate([image, data["reference"]])),
+        layer=layer, normalization=config.model.vgg19.normalization,
+        dtype=linen_utils.compute_dtype(config.model, "vgg19"))
+    f_rec, f_ref, f_rand1, f_rand2 = jnp.split(generated, 4)
+    f_image, f_reference = jnp.split(constant, 2)
     terms["structure"] = losses.structure_loss_from_features(
         g["rand1"], image, f_rand1, f_image)
     terms["style"] = (losses.style_loss_from_features(f_rec, f_image)
