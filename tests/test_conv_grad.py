@@ -176,3 +176,24 @@ def test_generator_gradients_are_unchanged_by_the_taps(monkeypatch):
   for got, want in zip(flat_taps, flat_xla):
     scale = float(jnp.max(jnp.abs(want))) + 1e-12
     assert float(jnp.max(jnp.abs(got - want))) <= 1e-4 * scale
+
+
+def test_xla_kernel_gradients_context_restores_xla_form(monkeypatch):
+  """Traced inside `xla_kernel_gradients()`, the kernel gradient is XLA's
+  (no taps loop in the compiled graph, the value of XLA's own autodiff)
+  even where the taps would be used; after the context the taps are back."""
+  _set_taps(monkeypatch, True)
+  rng = np.random.default_rng(6)
+  x, kernel, dy = _case(rng, 2, 9, 9, 4, 4, 3, 1, ((1, 1), (1, 1)))
+  pads = ((1, 1), (1, 1))
+
+  def grad_fn(conv_fn):
+    return jax.jit(jax.grad(lambda k: jnp.sum(conv_fn(x, k, 1, pads) * dy)))
+
+  want = np.asarray(grad_fn(conv_grad.xla_conv)(kernel))
+  with conv_grad.xla_kernel_gradients():
+    inside = grad_fn(conv_grad.conv)
+    assert "while" not in inside.lower(kernel).as_text()
+    np.testing.assert_allclose(np.asarray(inside(kernel)), want, rtol=1e-6, atol=1e-5)
+  assert not conv_grad._xla_only  # pylint: disable=protected-access
+  assert "while" in grad_fn(conv_grad.conv).lower(kernel).as_text()  # the taps' loop

@@ -3,7 +3,8 @@
 import importlib
 import sys
 
-SUITES = ("data", "models", "losses", "train", "inference", "official", "conv", "profile")
+SUITES = ("data", "models", "losses", "train", "inference", "official", "conv", "profile",
+          "steps")
 
 
 def main(argv: list[str]) -> None:

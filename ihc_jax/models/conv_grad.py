@@ -47,8 +47,9 @@ products, summed in another order).
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +59,7 @@ TAPS_MIN_CHANNEL_PRODUCT = 64 * 128
 TAPS_MIN_POSITIONS = 2048
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
+_xla_only = False
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
@@ -80,6 +82,22 @@ def conv(x: jax.Array, kernel: jax.Array, stride: int = 1,
     padding = ((0, 0), (0, 0))
   pads = tuple((int(lo), int(hi)) for lo, hi in padding)
   return _conv(x, kernel, int(stride), pads)
+
+
+@contextlib.contextmanager
+def xla_kernel_gradients() -> Iterator[None]:
+  """Convolutions traced inside this context take XLA's kernel gradient on
+  every platform (for comparisons, e.g. `python -m ihc_jax.bench steps`).
+
+  The choice is made when a gradient is traced, so a function jitted here
+  keeps it; a jitted function traced before keeps the models' choice.
+  """
+  global _xla_only
+  before, _xla_only = _xla_only, True
+  try:
+    yield
+  finally:
+    _xla_only = before
 
 
 def uses_taps(kernel_shape: Sequence[int], output_shape: Sequence[int]) -> bool:
@@ -170,7 +188,7 @@ def _conv_bwd(stride, padding, residuals, dy):
   x, kernel = residuals
   dx = jax.vjp(lambda v: xla_conv(v, kernel, stride, padding), x)[1](dy)[0]
   xla_form = functools.partial(kernel_gradient_xla, stride=stride, padding=padding)
-  if not uses_taps(kernel.shape, dy.shape):
+  if _xla_only or not uses_taps(kernel.shape, dy.shape):
     return dx, xla_form(x, kernel, dy)
   taps_form = functools.partial(kernel_gradient_taps, stride=stride, padding=padding)
   dk = jax.lax.platform_dependent(x, kernel, dy, cpu=taps_form, default=xla_form)

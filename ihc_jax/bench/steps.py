@@ -1,0 +1,147 @@
+"""Whole training steps with each kernel-gradient form: `python -m ihc_jax.bench steps`.
+
+  python -m ihc_jax.bench steps [--size 256] [--batch 1] [--repeats 5]
+      [--steps color,ihn] [--tiny]
+
+Times our side of `python -m ihc_jax.bench official`'s two training steps
+(the IHN step: pixel + VGG pool4 perceptual loss; the colour step: E + G
+with L1, KL and LSGAN, then D), each compiled twice: with the kernel
+gradients the models use (`ihc_jax.models.conv_grad`: one matmul per kernel
+tap for the wider layers on CPU) and with XLA's own kernel gradient for
+every convolution (`conv_grad.xla_kernel_gradients`). The two run
+interleaved in one process (per step), so both see the same load; the speed-up of
+the models' form is the ratio of the medians. Random weights (official
+widths, or `--tiny`) and random inputs; no torch needed. Also prints the
+largest difference of the step's losses between the two forms (float
+rounding). Benchmark figures only: nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+STEPS = ("color", "ihn")
+
+
+def _variables(model_config: Any, size: int, seed: int) -> dict[str, Any]:
+  """Random variables of IHN, E, G (`init_random_variables`) and D."""
+  from ihc_jax import models  # pylint: disable=g-import-not-at-top
+  from ihc_jax import pipeline_files  # pylint: disable=g-import-not-at-top
+  variables = pipeline_files.init_random_variables(model_config, seed=seed, image_size=size)
+  disc = models.build("discriminator", model_config)
+  variables["discriminator"] = jax.jit(lambda: disc.init(
+      {"params": jax.random.PRNGKey(seed), "dropout": jax.random.PRNGKey(seed + 1)},
+      jnp.zeros((1, size, size, 3)), jnp.zeros((1, model_config.discriminator.nz)),
+      train=True))()
+  return variables
+
+
+def step_calls(name: str, model_config: Any, size: int, batch: int, seed: int = 0
+               ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+  """(jitted step, its arguments) of `bench official`'s step `name`."""
+  from ihc_jax import models  # pylint: disable=g-import-not-at-top
+  from ihc_jax.bench import official  # pylint: disable=g-import-not-at-top
+  from ihc_jax.models import vgg as vgg_lib  # pylint: disable=g-import-not-at-top
+  from ihc_jax.tools import parity  # pylint: disable=g-import-not-at-top
+  if name not in STEPS:
+    raise ValueError(f"step must be one of {STEPS}, got {name!r}")
+  variables = _variables(model_config, size, seed)
+  x = official.make_inputs(size, batch, seed + 1)
+  key = jax.random.PRNGKey(seed)
+  if name == "ihn":
+    step, optimizer = official._jax_ihn_step(  # pylint: disable=protected-access
+        models.build("ihn", model_config), vgg_lib.init_vgg19_params(seed))
+    params = variables["ihn"]["params"]
+    state = (params, variables["ihn"]["batch_stats"], optimizer.init(params))
+    noise = models.filter_noise(jnp.asarray(x["raw_noise"]), variant="official")
+    inputs = (x["halftone"], noise, x["gray"])
+  else:
+    nets = [models.build(n, model_config) for n in ("encoder", "generator", "discriminator")]
+    step, optimizer = official._jax_color_step(*nets)  # pylint: disable=protected-access
+    eg = {"encoder": variables["encoder"]["params"],
+          "generator": variables["generator"]["params"]}
+    state = dict(eg, generator_stats=variables["generator"]["batch_stats"],
+                 discriminator=variables["discriminator"]["params"],
+                 discriminator_stats=variables["discriminator"]["batch_stats"],
+                 opt_g=optimizer.init(eg),
+                 opt_d=optimizer.init(variables["discriminator"]["params"]))
+    inputs = (x["gray"], parity._canny(x["gray"]),  # pylint: disable=protected-access
+              x["color"], x["reference"])
+  args = jax.tree.map(jnp.asarray, (state,) + tuple(inputs) + (key,))
+  return step, args
+
+
+def compiled_forms(name: str, model_config: Any, size: int, batch: int
+                   ) -> dict[str, tuple[Any, tuple[Any, ...]]]:
+  """form ('models' or 'xla') -> (compiled step, its arguments).
+
+  Each form gets its own jitted step, traced in its own context: a jitted
+  function caches its trace, so lowering one function twice would give the
+  first form twice.
+  """
+  from ihc_jax.models import conv_grad  # pylint: disable=g-import-not-at-top
+  step, args = step_calls(name, model_config, size, batch)
+  forms = {"models": (step.lower(*args).compile(), args)}
+  with conv_grad.xla_kernel_gradients():
+    step, args = step_calls(name, model_config, size, batch)
+    forms["xla"] = (step.lower(*args).compile(), args)
+  return forms
+
+
+def time_forms(forms: dict[str, tuple[Any, tuple[Any, ...]]], repeats: int
+               ) -> dict[str, float]:
+  """{'models' s, 'xla' s, 'loss difference'} of `compiled_forms`' two
+  forms: medians of `repeats` interleaved calls after one warm-up each, and
+  the largest difference of their losses (float rounding)."""
+  losses = {form: jax.tree.leaves(jax.block_until_ready(fn(*args))[1])
+            for form, (fn, args) in forms.items()}
+  times = {form: [] for form in forms}
+  for _ in range(repeats):
+    for form, (fn, args) in forms.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times[form].append(time.perf_counter() - start)
+  out = {form: statistics.median(values) for form, values in times.items()}
+  out["loss difference"] = max(float(jnp.max(jnp.abs(a - b)))
+                               for a, b in zip(losses["models"], losses["xla"]))
+  return out
+
+
+def format_line(name: str, result: dict[str, Any]) -> str:
+  """One step's printed line (times in s, speed-up of the models' form)."""
+  return (f"  {name:6s} step  models {result['models']:8.3f} s  xla {result['xla']:8.3f} s  "
+          f"speed-up {result['xla'] / result['models']:5.2f}x  "
+          f"loss difference {result['loss difference']:.1e}")
+
+
+def main(argv: Sequence[str]) -> None:
+  from ihc_jax import models  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(prog="python -m ihc_jax.bench steps")
+  parser.add_argument("--size", type=int, default=256)
+  parser.add_argument("--batch", type=int, default=1)
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--steps", default=",".join(STEPS),
+                      help=f"comma-separated, from {STEPS}")
+  parser.add_argument("--tiny", action="store_true",
+                      help="the tests' tiny widths instead of the official ones")
+  args = parser.parse_args(list(argv))
+  names = [n for n in args.steps.split(",") if n]
+  bad = sorted(set(names) - set(STEPS))
+  if bad:
+    parser.error(f"unknown steps {bad}; choose from {STEPS}")
+  config = models.tiny_model_config() if args.tiny else models.default_model_config()
+  print(f"training steps, {args.size}x{args.size}, batch {args.batch}, "
+        f"{'tiny' if args.tiny else 'official'} widths, backend {jax.default_backend()}, "
+        f"medians of {args.repeats} interleaved repeats: the models' kernel gradients "
+        f"vs XLA's for every convolution")
+  for name in names:
+    forms = compiled_forms(name, config, args.size, args.batch)
+    print(format_line(name, time_forms(forms, args.repeats)), flush=True)
