@@ -35,12 +35,12 @@ def _variables(model_config: Any, size: int, seed: int) -> dict[str, Any]:
   """Random variables of IHN, E, G (`init_random_variables`) and D."""
   from ihc_jax import models  # pylint: disable=g-import-not-at-top
   from ihc_jax import pipeline_files  # pylint: disable=g-import-not-at-top
+  from ihc_jax.trainers import linen_utils  # pylint: disable=g-import-not-at-top
   variables = pipeline_files.init_random_variables(model_config, seed=seed, image_size=size)
-  disc = models.build("discriminator", model_config)
-  variables["discriminator"] = jax.jit(lambda: disc.init(
-      {"params": jax.random.PRNGKey(seed), "dropout": jax.random.PRNGKey(seed + 1)},
+  variables["discriminator"] = linen_utils.init_variables(
+      models.build("discriminator", model_config), jax.random.PRNGKey(seed),
       jnp.zeros((1, size, size, 3)), jnp.zeros((1, model_config.discriminator.nz)),
-      train=True))()
+      train=True)
   return variables
 
 
