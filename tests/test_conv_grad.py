@@ -1,4 +1,4 @@
-"""`ihc_jax.models.conv_grad`: XLA's convolution with the taps kernel gradient.
+"""`ihc_jax.models.conv_grad`: XLA's convolution with its CPU gradient forms.
 
 The forward pass must be XLA's convolution bit for bit (the parity with the
 official code rests on it), and both gradients must be the convolution's
@@ -24,6 +24,9 @@ CASES = (
     (2, 13, 13, 4, 4, 4, 1, ((1, 2), (1, 2))),
     (1, 10, 10, 2, 2, 3, 3, ((1, 1), (1, 1))),
     (1, 9, 9, 2, 2, 3, 2, ((0, 0), (0, 0))),  # the last input row is never read
+    (1, 15, 14, 3, 4, 5, 2, ((2, 2), (2, 1))),
+    (2, 16, 16, 3, 2, 7, 3, ((1, 1), (3, 0))),
+    (1, 12, 12, 2, 3, 4, 2, ((2, 2), (2, 2))),  # D's padding: rows past the last window
 )
 
 
@@ -39,6 +42,20 @@ def _numpy_kernel_gradient(x, kernel, dy, stride, padding):
       window = xp[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride]
       grad[i, j] = np.einsum("bhwc,bhwo->co", window, dy)
   return grad
+
+
+def _numpy_input_gradient(x, kernel, dy, stride, padding):
+  """dX: every output's dy times the kernel, added back under its window."""
+  kh, kw = kernel.shape[:2]
+  (top, bottom), (left, right) = padding
+  b, height, width, _ = x.shape
+  grad = np.zeros((b, height + top + bottom, width + left + right, x.shape[-1]))
+  _, out_h, out_w, _ = dy.shape
+  for i in range(kh):
+    for j in range(kw):
+      grad[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride] += (
+          np.einsum("bhwo,co->bhwc", dy.astype(np.float64), kernel[i, j]))
+  return grad[:, top:top + height, left:left + width]
 
 
 def _set_taps(monkeypatch, taps):
@@ -63,20 +80,37 @@ def test_taps_kernel_gradient_is_the_kernel_gradient(case):
   stride, padding = case[-2:]
   want = _numpy_kernel_gradient(x, kernel, dy, stride, padding)
   for name, form in (("taps", conv_grad.kernel_gradient_taps),
+                     ("padded", conv_grad.kernel_gradient_padded),
                      ("xla", conv_grad.kernel_gradient_xla)):
     got = np.asarray(jax.jit(form, static_argnums=(3, 4))(x, kernel, dy, stride, padding))
     assert got.shape == kernel.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=name)
 
 
-@pytest.mark.parametrize("taps", [True, False])
-def test_conv_forward_is_xla_and_gradients_match(monkeypatch, taps):
-  """`conv`'s output is XLA's exactly; its gradients (taps kernel gradient or
-  XLA's, by the channel threshold) equal XLA's own within float rounding."""
-  _set_taps(monkeypatch, taps)
+@pytest.mark.parametrize("case", [c for c in CASES if c[-2] > 1])
+def test_phases_input_gradient_is_the_input_gradient(case):
+  rng = np.random.default_rng(0)
+  x, kernel, dy = _case(rng, *case)
+  stride, padding = case[-2:]
+  want = _numpy_input_gradient(x, kernel, dy, stride, padding)
+  for name, form in (("phases", conv_grad.input_gradient_phases),
+                     ("xla", conv_grad.input_gradient_xla)):
+    got = np.asarray(jax.jit(form, static_argnums=(3, 4))(x, kernel, dy, stride, padding))
+    assert got.shape == x.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("custom", [True, False])
+def test_conv_forward_is_xla_and_gradients_match(monkeypatch, custom):
+  """`conv`'s output is XLA's exactly; its gradients (taps kernel gradient
+  and phases input gradient, or the padded kernel gradient and XLA's input
+  gradient, by the thresholds) equal XLA's own within float rounding."""
+  _set_taps(monkeypatch, custom)
+  monkeypatch.setattr(conv_grad, "PHASES_MIN_POSITIONS", 1 if custom else 10**9)
   rng = np.random.default_rng(1)
   x, kernel, dy = _case(rng, 2, 12, 12, 4, 6, 4, 2, ((1, 1), (1, 1)))
-  assert conv_grad.uses_taps(kernel.shape, dy.shape) == taps
+  assert conv_grad.uses_taps(kernel.shape, dy.shape) == custom
+  assert conv_grad.uses_phases(kernel.shape, dy.shape, 2) == custom
   ours = lambda x, k: conv_grad.conv(x, k, 2, ((1, 1), (1, 1)))
   xla = lambda x, k: conv_grad.xla_conv(x, k, 2, ((1, 1), (1, 1)))
   np.testing.assert_array_equal(np.asarray(jax.jit(ours)(x, kernel)),
@@ -150,10 +184,27 @@ def test_thresholds_pick_by_the_channel_counts_and_the_positions():
   assert not conv_grad.uses_taps((3, 3, big, big), (1, side // 2, side // 2, big))
 
 
-def test_generator_gradients_are_unchanged_by_the_taps(monkeypatch):
+def test_phases_rule_needs_a_stride_and_a_large_enough_map():
+  """Kernels whose sides the stride divides take the phases from
+  `PHASES_MIN_POSITIONS` outputs per image; others (zero taps added) only
+  from `PHASES_PADDED_MIN_POSITIONS`; stride 1 never."""
+  side = int(np.ceil(np.sqrt(conv_grad.PHASES_MIN_POSITIONS)))
+  padded_side = int(np.ceil(np.sqrt(conv_grad.PHASES_PADDED_MIN_POSITIONS)))
+  assert conv_grad.PHASES_PADDED_MIN_POSITIONS > conv_grad.PHASES_MIN_POSITIONS
+  assert conv_grad.uses_phases((4, 4, 64, 128), (1, side, side, 128), 2)
+  assert not conv_grad.uses_phases((4, 4, 64, 128), (1, side - 1, side - 1, 128), 2)
+  assert not conv_grad.uses_phases((3, 3, 64, 128), (1, side, side, 128), 2)
+  assert conv_grad.uses_phases((3, 3, 64, 128), (1, padded_side, padded_side, 128), 2)
+  assert not conv_grad.uses_phases((4, 4, 64, 64), (1, 256, 256, 64), 1)
+  # E's first 3x3 stride-2 conv at 256 px input: 128 x 128 outputs.
+  assert conv_grad.uses_phases((3, 3, 64, 128), (1, 128, 128, 128), 2)
+
+
+def test_generator_gradients_are_unchanged_by_the_cpu_forms(monkeypatch):
   """Through a whole tiny G (reflect-padded up convs, stride-2 down convs,
   the matmul form on its 1-2 px maps): parameter gradients with every
-  kernel gradient as taps equal XLA's within float rounding."""
+  kernel gradient as taps and every strided input gradient as phases equal
+  XLA's own (`xla_gradients()`) within float rounding."""
   from ihc_jax import models  # pylint: disable=g-import-not-at-top
   cfg = models.tiny_model_config()
   cfg.generator.num_downs = 5  # 32 px inputs, a 1x1 innermost map
@@ -164,13 +215,14 @@ def test_generator_gradients_are_unchanged_by_the_taps(monkeypatch):
   z = jnp.asarray(rng.standard_normal((1, cfg.generator.nz)), jnp.float32)
   variables = jax.jit(lambda: net.init(jax.random.PRNGKey(0), gray, edge, z, train=False))()
 
-  def grads(taps):
-    _set_taps(monkeypatch, taps)
-    loss = lambda p: jnp.mean(net.apply({**variables, "params": p}, gray, edge, z,
-                                        train=False) ** 2)
-    return jax.jit(jax.grad(loss))(variables["params"])
-
-  taps, xla = grads(True), grads(False)
+  _set_taps(monkeypatch, True)
+  monkeypatch.setattr(conv_grad, "PHASES_MIN_POSITIONS", 1)
+  monkeypatch.setattr(conv_grad, "PHASES_PADDED_MIN_POSITIONS", 1)
+  loss = lambda p: jnp.mean(net.apply({**variables, "params": p}, gray, edge, z,
+                                      train=False) ** 2)
+  taps = jax.jit(jax.grad(loss))(variables["params"])
+  with conv_grad.xla_gradients():
+    xla = jax.jit(jax.grad(loss))(variables["params"])
   flat_taps, flat_xla = jax.tree.leaves(taps), jax.tree.leaves(xla)
   assert len(flat_taps) == len(flat_xla) > 10
   for got, want in zip(flat_taps, flat_xla):
@@ -178,8 +230,8 @@ def test_generator_gradients_are_unchanged_by_the_taps(monkeypatch):
     assert float(jnp.max(jnp.abs(got - want))) <= 1e-4 * scale
 
 
-def test_xla_kernel_gradients_context_restores_xla_form(monkeypatch):
-  """Traced inside `xla_kernel_gradients()`, the kernel gradient is XLA's
+def test_xla_gradients_context_restores_xla_form(monkeypatch):
+  """Traced inside `xla_gradients()`, the kernel gradient is XLA's
   (no taps loop in the compiled graph, the value of XLA's own autodiff)
   even where the taps would be used; after the context the taps are back."""
   _set_taps(monkeypatch, True)
@@ -191,7 +243,7 @@ def test_xla_kernel_gradients_context_restores_xla_form(monkeypatch):
     return jax.jit(jax.grad(lambda k: jnp.sum(conv_fn(x, k, 1, pads) * dy)))
 
   want = np.asarray(grad_fn(conv_grad.xla_conv)(kernel))
-  with conv_grad.xla_kernel_gradients():
+  with conv_grad.xla_gradients():
     inside = grad_fn(conv_grad.conv)
     assert "while" not in inside.lower(kernel).as_text()
     np.testing.assert_allclose(np.asarray(inside(kernel)), want, rtol=1e-6, atol=1e-5)

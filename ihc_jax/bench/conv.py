@@ -10,10 +10,13 @@ times two hand-written kernel gradients that a custom VJP could use: one
 matmul per kernel tap over the shifted input ("shifted taps"), and one
 matmul of the im2col patch matrix. Random inputs.
 
-With `--kernel-grads` it times XLA's kernel gradient against the one the
-models use on CPU (`ihc_jax.models.conv_grad.kernel_gradient_taps`: one
-matmul per kernel tap, in a loop) over the networks' layer shapes
-(`GRAD_LAYERS`), and says which form `conv_grad` picks for each.
+With `--kernel-grads` it times, over the networks' layer shapes
+(`GRAD_LAYERS`), the gradient forms of `ihc_jax.models.conv_grad`: the
+kernel gradient as XLA's, as XLA's of the explicitly padded input
+(`kernel_gradient_padded`) and as one matmul per kernel tap
+(`kernel_gradient_taps`); for strided layers also the input gradient as
+XLA's and as one convolution per input phase (`input_gradient_phases`).
+Each line says which forms the models pick on CPU.
 
 With `--small` it times instead the two forms `ihc_jax.models.layers`
 chooses between for the U-Nets' small maps (`SMALL_LAYERS`: the dense
@@ -122,10 +125,13 @@ GRAD_LAYERS = (
 
 def kernel_grads_main(batch: int, repeats: int,
                       grad_layers: Sequence[tuple[Any, ...]] = GRAD_LAYERS) -> None:
-  """Times XLA's kernel gradient and the taps form on `GRAD_LAYERS`."""
+  """Times the gradient forms of `conv_grad` on `GRAD_LAYERS`: the kernel
+  gradient as XLA's, padded and taps, and for strided layers the input
+  gradient as XLA's and phases."""
   rng = np.random.default_rng(0)
-  print(f"kernel gradients, batch {batch}, median of {repeats}, backend "
-        f"{jax.default_backend()}: XLA's vs taps (ms); 'models' is the form "
+  print(f"convolution gradients, batch {batch}, median of {repeats}, backend "
+        f"{jax.default_backend()}, ms: kernel gradient as XLA's, of the padded input, taps; "
+        f"input gradient (strided layers) as XLA's, phases; 'models' is what "
         f"ihc_jax.models.conv_grad picks on CPU")
   for name, size, c_in, c_out, k, stride in grad_layers:
     padding = ((k - 1) // 2, k // 2) if stride == 1 else (1, 1)
@@ -135,17 +141,32 @@ def kernel_grads_main(batch: int, repeats: int,
     kernel = jax.numpy.asarray(rng.standard_normal((k, k, c_in, c_out)).astype(np.float32))
     dy = jax.numpy.asarray(rng.random(
         conv_grad.xla_conv(x, kernel, stride, pads).shape, np.float32))
-    forms = {"xla": jax.jit(lambda x, k, dy: conv_grad.kernel_gradient_xla(x, k, dy, stride, pads)),
-             "taps": jax.jit(lambda x, k, dy: conv_grad.kernel_gradient_taps(x, k, dy, stride, pads))}
+    forms = {"xla": conv_grad.kernel_gradient_xla, "padded": conv_grad.kernel_gradient_padded,
+             "taps": conv_grad.kernel_gradient_taps}
+    if stride > 1:
+      forms.update({"dx xla": conv_grad.input_gradient_xla,
+                    "dx phases": conv_grad.input_gradient_phases})
+    forms = {form: jax.jit(lambda x, k, dy, f=f: f(x, k, dy, stride, pads))
+             for form, f in forms.items()}
     ms = _interleaved_median_ms(
         {form: (lambda f=f: jax.block_until_ready(f(x, kernel, dy))) for form, f in forms.items()},
         repeats)
-    xla, taps = (forms[form](x, kernel, dy) for form in ("xla", "taps"))
-    diff = float(jax.numpy.max(jax.numpy.abs(xla - taps)) / jax.numpy.max(jax.numpy.abs(xla)))
-    picked = "taps" if conv_grad.uses_taps(kernel.shape, dy.shape) else "xla"
-    print(f"  {name:15s} {size:3d} px {c_in:4d}->{c_out:<4d} {k}x{k} s{stride}  "
-          f"xla {ms['xla']:8.2f}  taps {ms['taps']:8.2f} ({ms['xla'] / ms['taps']:5.2f}x)  "
-          f"models: {picked:4s}  rel diff {diff:.1e}", flush=True)
+    out = {form: f(x, kernel, dy) for form, f in forms.items()}
+    diff = max(_relative_difference(out[a], out[b])
+               for a, b in (("padded", "xla"), ("taps", "xla"), ("dx phases", "dx xla"))
+               if a in out)
+    picked = "taps" if conv_grad.uses_taps(kernel.shape, dy.shape) else "padded"
+    line = (f"  {name:15s} {size:3d} px {c_in:4d}->{c_out:<4d} {k}x{k} s{stride}  dK "
+            + " ".join(f"{ms[form]:8.2f}" for form in ("xla", "padded", "taps"))
+            + f"  models: {picked:6s}")
+    if stride > 1:
+      dx_picked = "phases" if conv_grad.uses_phases(kernel.shape, dy.shape, stride) else "xla"
+      line += (f"  dX {ms['dx xla']:8.2f} {ms['dx phases']:8.2f}  models: {dx_picked:6s}")
+    print(line + f"  rel diff {diff:.1e}", flush=True)
+
+
+def _relative_difference(a: Any, b: Any) -> float:
+  return float(jax.numpy.max(jax.numpy.abs(a - b)) / jax.numpy.max(jax.numpy.abs(b)))
 
 
 # (name, map size, C_in, C_out, kernel, stride, padding, reflect): layers of

@@ -5,10 +5,10 @@
 
 Times our side of `python -m ihc_jax.bench official`'s two training steps
 (the IHN step: pixel + VGG pool4 perceptual loss; the colour step: E + G
-with L1, KL and LSGAN, then D), each compiled twice: with the kernel
-gradients the models use (`ihc_jax.models.conv_grad`: one matmul per kernel
-tap for the wider layers on CPU) and with XLA's own kernel gradient for
-every convolution (`conv_grad.xla_kernel_gradients`). The two run
+with L1, KL and LSGAN, then D), each compiled twice: with the convolution
+gradients the models use (`ihc_jax.models.conv_grad`'s CPU forms: taps or
+padded kernel gradients, phases for strided input gradients) and with
+XLA's own gradients for every convolution (`conv_grad.xla_gradients`). The two run
 interleaved in one process (per step), so both see the same load; the speed-up of
 the models' form is the ratio of the medians. Random weights (official
 widths, or `--tiny`) and random inputs; no torch needed. Also prints the
@@ -90,7 +90,7 @@ def compiled_forms(name: str, model_config: Any, size: int, batch: int
   from ihc_jax.models import conv_grad  # pylint: disable=g-import-not-at-top
   step, args = step_calls(name, model_config, size, batch)
   forms = {"models": (step.lower(*args).compile(), args)}
-  with conv_grad.xla_kernel_gradients():
+  with conv_grad.xla_gradients():
     step, args = step_calls(name, model_config, size, batch)
     forms["xla"] = (step.lower(*args).compile(), args)
   return forms
@@ -140,8 +140,8 @@ def main(argv: Sequence[str]) -> None:
   config = models.tiny_model_config() if args.tiny else models.default_model_config()
   print(f"training steps, {args.size}x{args.size}, batch {args.batch}, "
         f"{'tiny' if args.tiny else 'official'} widths, backend {jax.default_backend()}, "
-        f"medians of {args.repeats} interleaved repeats: the models' kernel gradients "
-        f"vs XLA's for every convolution")
+        f"medians of {args.repeats} interleaved repeats: the models' convolution "
+        f"gradients vs XLA's for every convolution")
   for name in names:
     forms = compiled_forms(name, config, args.size, args.batch)
     print(format_line(name, time_forms(forms, args.repeats)), flush=True)

@@ -1,11 +1,32 @@
-"""XLA's convolution with a faster kernel gradient on CPU.
+"""XLA's convolution with faster gradients on CPU.
 
 `conv_general_dilated` with NHWC inputs and HWIO kernels, whose reverse-mode
-derivative is a custom VJP: the input gradient is XLA's own (the transposed
-convolution), and the kernel gradient is, on CPU, a sum over the kernel's
-taps of one matmul each (`kernel_gradient_taps`):
+derivative is a custom VJP. The forward pass is XLA's on every platform, so
+outputs are unchanged. On GPU and TPU both gradients are XLA's (cuDNN's
+and the TPU's own convolution gradients), chosen at lowering by
+`jax.lax.platform_dependent`. On CPU (`cpu_gradients`):
+
+* the kernel gradient of the wider layers is a sum over the kernel's taps
+  of one matmul each (`kernel_gradient_taps`, rule below):
 
     dK[i, j] = sum over (b, y, x) of X_pad[b, s y + i, s x + j, :]^T dY[b, y, x, :]
+
+  and of the others XLA's kernel gradient of the VALID convolution of the
+  explicitly zero-padded input (`kernel_gradient_padded`): XLA:CPU runs the
+  gradient of a padded convolution up to 5x slower than that, and for some
+  shapes 100x (measurements in its doc);
+* the input gradient of a strided convolution on a large enough map is one
+  stride-1 convolution with one output-channel group per phase of the
+  input (`input_gradient_phases`, `uses_phases`), where XLA convolves dY
+  dilated by the stride (mostly zeros): 2-3x faster for the 4x4 and 3x3
+  stride-2 convs at 128 px outputs.
+
+All forms sum the same products as XLA's, in another order (float
+rounding). The colour step of `python -m ihc_jax.bench steps` (official
+widths, 256 px, batch 1, medians of 11 interleaved, one run) took 2.58 s
+with the padded kernel gradients and the phases against 2.74 s with XLA's
+padded forms (1.06x); at batch 4 and in the IHN step the two were within
+noise.
 
 XLA:CPU computes the kernel gradient as a convolution with the pixels as its
 contraction and the channels as its "image", a shape its convolution
@@ -37,12 +58,12 @@ step (official-width E + G + D of `python -m ihc_jax.bench official`,
 at batch 4 from the taps on its wider layers. So on CPU the taps are used
 when both channel counts are at least `TAPS_MIN_CHANNELS`, their product
 at least `TAPS_MIN_CHANNEL_PRODUCT` and the output has at least
-`TAPS_MIN_POSITIONS` positions (batch times map). On GPU and TPU the kernel
-gradient stays XLA's (cuDNN's and the TPU's own convolution gradients),
-chosen at lowering by `jax.lax.platform_dependent`. The forward pass and
-the input gradient are XLA's on every platform, so outputs are unchanged;
-the kernel gradient differs from XLA's by float rounding only (the same
-products, summed in another order).
+`TAPS_MIN_POSITIONS` positions (batch times map). Those measurements
+compared the taps with XLA's gradient of the padded convolution; against
+`kernel_gradient_padded` the taps lose alone on several of these shapes at
+batch 1 (E residual 59 vs 48 ms, U-Net up 115 vs 64 ms), but the colour
+step at batch 4 still needs them (13.5 s with, 20.7 s without, medians of
+5 interleaved), so the rule stays.
 """
 
 from __future__ import annotations
@@ -57,6 +78,8 @@ import jax.numpy as jnp
 TAPS_MIN_CHANNELS = 64
 TAPS_MIN_CHANNEL_PRODUCT = 64 * 128
 TAPS_MIN_POSITIONS = 2048
+PHASES_MIN_POSITIONS = 32 * 32
+PHASES_PADDED_MIN_POSITIONS = 128 * 128
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 _xla_only = False
@@ -85,9 +108,10 @@ def conv(x: jax.Array, kernel: jax.Array, stride: int = 1,
 
 
 @contextlib.contextmanager
-def xla_kernel_gradients() -> Iterator[None]:
-  """Convolutions traced inside this context take XLA's kernel gradient on
-  every platform (for comparisons, e.g. `python -m ihc_jax.bench steps`).
+def xla_gradients() -> Iterator[None]:
+  """Convolutions traced inside this context take XLA's input and kernel
+  gradients on every platform (for comparisons, e.g. `python -m
+  ihc_jax.bench steps`).
 
   The choice is made when a gradient is traced, so a function jitted here
   keeps it; a jitted function traced before keeps the models' choice.
@@ -121,6 +145,88 @@ def kernel_gradient_xla(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: 
                         padding: Padding) -> jax.Array:
   """XLA's kernel gradient of `xla_conv` for the output cotangent dy."""
   return jax.vjp(lambda k: xla_conv(x, k, stride, padding), kernel)[1](dy)[0]
+
+
+def kernel_gradient_padded(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
+                           padding: Padding) -> jax.Array:
+  """XLA's kernel gradient of the VALID convolution of the zero-padded x:
+  the same products as `kernel_gradient_xla`, bit for bit on CPU, where
+  XLA runs the padded form of this gradient up to 5x slower (G's last
+  128 -> 3 conv at 256 px: 162 vs 68 ms) and, for a few shapes, 100x
+  slower (a 4x4 256 -> 512 conv at 32 px with padding 2: 2855 vs 30 ms;
+  standalone, batch 1, one run each). Equal to XLA's form bit for bit on
+  most shapes, within float rounding on the others."""
+  (top, bottom), (left, right) = padding
+  xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  return kernel_gradient_xla(xp, kernel, dy, stride, ((0, 0), (0, 0)))
+
+
+def input_gradient_xla(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
+                       padding: Padding) -> jax.Array:
+  """XLA's input gradient of `xla_conv` (a convolution of dy dilated by the
+  stride) for the output cotangent dy."""
+  return jax.vjp(lambda v: xla_conv(v, kernel, stride, padding), x)[1](dy)[0]
+
+
+def uses_phases(kernel_shape: Sequence[int], output_shape: Sequence[int],
+                stride: int) -> bool:
+  """Whether the input gradient of a [kh, kw, C_in, C_out] kernel with a
+  [B, H', W', C_out] output and this stride is `input_gradient_phases`
+  when lowered for CPU (else XLA's, and on every other platform)."""
+  if stride == 1:
+    return False
+  divisible = kernel_shape[0] % stride == 0 and kernel_shape[1] % stride == 0
+  minimum = PHASES_MIN_POSITIONS if divisible else PHASES_PADDED_MIN_POSITIONS
+  return output_shape[1] * output_shape[2] >= minimum
+
+
+def input_gradient_phases(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
+                          padding: Padding) -> jax.Array:
+  """The input gradient of a strided convolution as one stride-1 convolution
+  of dy with s * s * C_in output channels, one group per phase of the input.
+
+  With s the stride and a kernel side k divisible by s, input pixel
+  s u + r (of the padded input, 0 <= r < s) receives dY[u - a] K[s a + r]
+  for a = 0 .. k / s - 1 in each direction: a full stride-1 correlation of
+  dY with the flipped sub-kernel K[r::s] of phase r. Stacking the s * s
+  sub-kernels as output channels gives one convolution of dY (zero-padded
+  by k / s - 1) whose channels, moved back into space, are the padded
+  input's gradient; rows no window reached are zero, and the padding is
+  cropped. XLA's form convolves dY dilated by s (s * s - 1 zeros in every
+  s * s pixels), about s * s times the products: 79 vs 26 ms for E's
+  first 4x4 stride-2 conv at 256 px on this CPU, whose forward takes 27 ms.
+  The same products as XLA's, summed in another order.
+
+  Args:
+    x: the convolution's input [B, H, W, C_in] (only its shape is read).
+    kernel: its kernel [kh, kw, C_in, C_out].
+    dy: the output cotangent [B, H', W', C_out].
+    stride: the convolution's stride.
+    padding: its zero padding ((top, bottom), (left, right)).
+
+  Returns:
+    dX [B, H, W, C_in].
+  """
+  s = stride
+  # Zero taps at the end make the sides multiples of s (3x3 -> 4x4 for s = 2).
+  kernel = jnp.pad(kernel, ((0, -kernel.shape[0] % s), (0, -kernel.shape[1] % s),
+                            (0, 0), (0, 0)))
+  kh, kw, c_in, c_out = kernel.shape
+  ka, kb = kh // s, kw // s
+  batch, out_h, out_w, _ = dy.shape
+  # sub[a, b, :, (r, q, ci)] = K[s (ka - 1 - a) + r, s (kb - 1 - b) + q, ci, :]
+  sub = kernel.reshape(ka, s, kb, s, c_in, c_out)[::-1, :, ::-1]
+  sub = sub.transpose(0, 2, 5, 1, 3, 4).reshape(ka, kb, c_out, s * s * c_in)
+  grouped = jax.lax.conv_general_dilated(
+      dy, sub, (1, 1), ((ka - 1, ka - 1), (kb - 1, kb - 1)), dimension_numbers=_NHWC)
+  rows, cols = out_h + ka - 1, out_w + kb - 1
+  dxp = grouped.reshape(batch, rows, cols, s, s, c_in).transpose(0, 1, 3, 2, 4, 5)
+  dxp = dxp.reshape(batch, rows * s, cols * s, c_in)
+  (top, bottom), (left, right) = padding
+  height, width = x.shape[1], x.shape[2]
+  dxp = jnp.pad(dxp, ((0, 0), (0, max(0, top + height - rows * s)),
+                      (0, max(0, left + width - cols * s)), (0, 0)))
+  return dxp[:, top:top + height, left:left + width].astype(x.dtype)
 
 
 def kernel_gradient_taps(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
@@ -186,12 +292,31 @@ def _conv_fwd(x, kernel, stride, padding):
 
 def _conv_bwd(stride, padding, residuals, dy):
   x, kernel = residuals
-  dx = jax.vjp(lambda v: xla_conv(v, kernel, stride, padding), x)[1](dy)[0]
-  xla_form = functools.partial(kernel_gradient_xla, stride=stride, padding=padding)
-  if _xla_only or not uses_taps(kernel.shape, dy.shape):
-    return dx, xla_form(x, kernel, dy)
-  taps_form = functools.partial(kernel_gradient_taps, stride=stride, padding=padding)
-  dk = jax.lax.platform_dependent(x, kernel, dy, cpu=taps_form, default=xla_form)
+  xla_forms = functools.partial(xla_gradients_of, stride=stride, padding=padding)
+  if _xla_only:
+    return xla_forms(x, kernel, dy)
+  cpu_forms = functools.partial(cpu_gradients, stride=stride, padding=padding)
+  return jax.lax.platform_dependent(x, kernel, dy, cpu=cpu_forms, default=xla_forms)
+
+
+def xla_gradients_of(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
+                     padding: Padding) -> tuple[jax.Array, jax.Array]:
+  """(dX, dK) as XLA computes them (GPU, TPU, and `xla_gradients()`)."""
+  return (input_gradient_xla(x, kernel, dy, stride, padding),
+          kernel_gradient_xla(x, kernel, dy, stride, padding))
+
+
+def cpu_gradients(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
+                  padding: Padding) -> tuple[jax.Array, jax.Array]:
+  """(dX, dK) in the forms chosen for XLA:CPU by `uses_phases` and `uses_taps`."""
+  if uses_phases(kernel.shape, dy.shape, stride):
+    dx = input_gradient_phases(x, kernel, dy, stride, padding)
+  else:
+    dx = input_gradient_xla(x, kernel, dy, stride, padding)
+  if uses_taps(kernel.shape, dy.shape):
+    dk = kernel_gradient_taps(x, kernel, dy, stride, padding)
+  else:
+    dk = kernel_gradient_padded(x, kernel, dy, stride, padding)
   return dx, dk
 
 
