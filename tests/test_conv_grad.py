@@ -184,6 +184,31 @@ def test_thresholds_pick_by_the_channel_counts_and_the_positions():
   assert not conv_grad.uses_taps((3, 3, big, big), (1, side // 2, side // 2, big))
 
 
+def test_padded_rule_one_image_or_a_bounded_batch_of_large_maps():
+  side = int(np.ceil(np.sqrt(conv_grad.PADDED_MIN_POSITIONS)))
+  assert conv_grad.uses_padded((1, 2, 2, 8))  # one image: always
+  assert conv_grad.uses_padded((2, side, side, 8))
+  assert not conv_grad.uses_padded((2, side - 1, side - 1, 8))
+  assert conv_grad.uses_padded((conv_grad.PADDED_MAX_BATCH, side, side, 8))
+  assert not conv_grad.uses_padded((conv_grad.PADDED_MAX_BATCH + 1, side, side, 8))
+
+
+def test_padded_kernel_gradient_is_one_convolution_per_image(monkeypatch):
+  """For a batch the padded form compiles to one VALID kernel-gradient
+  convolution per image, and `conv` picks it by `uses_padded`."""
+  _set_taps(monkeypatch, False)
+  monkeypatch.setattr(conv_grad, "PADDED_MIN_POSITIONS", 1)
+  rng = np.random.default_rng(7)
+  x, kernel, dy = _case(rng, 3, 8, 8, 2, 3, 3, 1, ((1, 1), (1, 1)))
+  pads = ((1, 1), (1, 1))
+  grad = jax.jit(jax.grad(lambda k: jnp.sum(conv_grad.conv(x, k, 1, pads) * dy)))
+  hlo = grad.lower(kernel).as_text()
+  # The forward's convolution is dead code here: only the kernel gradient's.
+  assert hlo.count("stablehlo.convolution") == 3, hlo
+  want = _numpy_kernel_gradient(x, kernel, dy, 1, pads)
+  np.testing.assert_allclose(np.asarray(grad(kernel)), want, rtol=1e-5, atol=1e-4)
+
+
 def test_phases_rule_needs_a_stride_and_a_large_enough_map():
   """Kernels whose sides the stride divides take the phases from
   `PHASES_MIN_POSITIONS` outputs per image; others (zero taps added) only

@@ -11,10 +11,12 @@ and the TPU's own convolution gradients), chosen at lowering by
 
     dK[i, j] = sum over (b, y, x) of X_pad[b, s y + i, s x + j, :]^T dY[b, y, x, :]
 
-  and of the others XLA's kernel gradient of the VALID convolution of the
-  explicitly zero-padded input (`kernel_gradient_padded`): XLA:CPU runs the
-  gradient of a padded convolution up to 5x slower than that, and for some
-  shapes 100x (measurements in its doc);
+  and of the others, for one image or for up to `PADDED_MAX_BATCH` images
+  with at least `PADDED_MIN_POSITIONS` outputs each (`uses_padded`), XLA's
+  kernel gradient of the VALID convolution of the explicitly zero-padded
+  input, one convolution per image (`kernel_gradient_padded`): XLA:CPU's
+  own form is 1.5-2x slower on the large maps at batch 4 and, for some
+  shapes, 5-100x (measurements in its doc); smaller maps keep XLA's;
 * the input gradient of a strided convolution on a large enough map is one
   stride-1 convolution with one output-channel group per phase of the
   input (`input_gradient_phases`, `uses_phases`), where XLA convolves dY
@@ -22,11 +24,10 @@ and the TPU's own convolution gradients), chosen at lowering by
   stride-2 convs at 128 px outputs.
 
 All forms sum the same products as XLA's, in another order (float
-rounding). The colour step of `python -m ihc_jax.bench steps` (official
-widths, 256 px, batch 1, medians of 11 interleaved, one run) took 2.58 s
-with the padded kernel gradients and the phases against 2.74 s with XLA's
-padded forms (1.06x); at batch 4 and in the IHN step the two were within
-noise.
+rounding). Whole steps of `python -m ihc_jax.bench steps` (official widths,
+256 px, interleaved in one process, one run), all of the above against
+XLA's gradients everywhere: colour step 1.14x at batch 1 and 1.13x at
+batch 4, IHN step 1.28x at batch 4 (benchmarks/RESULTS.md, 4 December).
 
 XLA:CPU computes the kernel gradient as a convolution with the pixels as its
 contraction and the channels as its "image", a shape its convolution
@@ -79,6 +80,8 @@ TAPS_MIN_CHANNELS = 64
 TAPS_MIN_CHANNEL_PRODUCT = 64 * 128
 TAPS_MIN_POSITIONS = 2048
 PHASES_MIN_POSITIONS = 32 * 32
+PADDED_MIN_POSITIONS = 64 * 64
+PADDED_MAX_BATCH = 16
 PHASES_PADDED_MIN_POSITIONS = 128 * 128
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
@@ -149,16 +152,45 @@ def kernel_gradient_xla(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: 
 
 def kernel_gradient_padded(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
                            padding: Padding) -> jax.Array:
-  """XLA's kernel gradient of the VALID convolution of the zero-padded x:
-  the same products as `kernel_gradient_xla`, bit for bit on CPU, where
-  XLA runs the padded form of this gradient up to 5x slower (G's last
-  128 -> 3 conv at 256 px: 162 vs 68 ms) and, for a few shapes, 100x
-  slower (a 4x4 256 -> 512 conv at 32 px with padding 2: 2855 vs 30 ms;
-  standalone, batch 1, one run each). Equal to XLA's form bit for bit on
-  most shapes, within float rounding on the others."""
+  """XLA's kernel gradient of the VALID convolution of the zero-padded x,
+  one image at a time (summed in float32).
+
+  The same products as `kernel_gradient_xla`. XLA:CPU runs its own form
+  (the gradient of the padded convolution, all images in one) slowly on
+  many shapes. Standalone, one run each, ms, XLA's vs this:
+
+    batch 1: G's last 128 -> 3 conv at 256 px 162 vs 68; a 4x4 256 -> 512
+             conv at 32 px with padding 2 2855 vs 30;
+    batch 4: the IHN's 64 -> 64 detail conv at 256 px 892 vs 460; E's
+             residual 3x3 256 -> 256 at 64 px 321 vs 200; G's 3x3
+             256 -> 64 up conv at 128 px 495 vs 307.
+
+  All images in one VALID gradient was 1.7-2.3x slower than XLA's form at
+  batch 4, and a `fori_loop` over the images 45x slower (XLA:CPU runs a
+  convolution inside a loop body on a slow path), hence one unrolled
+  convolution per image (`uses_padded` bounds the batch).
+  """
   (top, bottom), (left, right) = padding
   xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-  return kernel_gradient_xla(xp, kernel, dy, stride, ((0, 0), (0, 0)))
+  per_image = [kernel_gradient_xla(xp[i:i + 1], kernel, dy[i:i + 1], stride,
+                                   ((0, 0), (0, 0))) for i in range(x.shape[0])]
+  if len(per_image) == 1:
+    return per_image[0]
+  dk = per_image[0].astype(jnp.float32)
+  for grad in per_image[1:]:
+    dk = dk + grad.astype(jnp.float32)
+  return dk.astype(kernel.dtype)
+
+
+def uses_padded(output_shape: Sequence[int]) -> bool:
+  """Whether a kernel gradient that is not the taps is `kernel_gradient_padded`
+  on CPU for a [B, H', W', C_out] output: always for one image; for up to
+  `PADDED_MAX_BATCH` images from `PADDED_MIN_POSITIONS` outputs per image
+  (one convolution per image: on smaller maps XLA's batched form is as
+  fast, and the graph stays small)."""
+  batch, height, width = output_shape[:3]
+  return batch == 1 or (batch <= PADDED_MAX_BATCH
+                        and height * width >= PADDED_MIN_POSITIONS)
 
 
 def input_gradient_xla(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
@@ -315,8 +347,10 @@ def cpu_gradients(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
     dx = input_gradient_xla(x, kernel, dy, stride, padding)
   if uses_taps(kernel.shape, dy.shape):
     dk = kernel_gradient_taps(x, kernel, dy, stride, padding)
-  else:
+  elif uses_padded(dy.shape):
     dk = kernel_gradient_padded(x, kernel, dy, stride, padding)
+  else:
+    dk = kernel_gradient_xla(x, kernel, dy, stride, padding)
   return dx, dk
 
 
