@@ -130,7 +130,7 @@ def xla_gradients() -> Iterator[None]:
 def uses_taps(kernel_shape: Sequence[int], output_shape: Sequence[int]) -> bool:
   """Whether the kernel gradient of a [kh, kw, C_in, C_out] kernel with a
   [B, H', W', C_out] output is the taps form when lowered for CPU (else
-  XLA's, and on every other platform)."""
+  `uses_padded` decides; on every other platform it is XLA's)."""
   c_in, c_out = kernel_shape[2:]
   positions = output_shape[0] * output_shape[1] * output_shape[2]
   return (min(c_in, c_out) >= TAPS_MIN_CHANNELS
