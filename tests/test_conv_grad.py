@@ -58,6 +58,15 @@ def _numpy_input_gradient(x, kernel, dy, stride, padding):
   return grad[:, top:top + height, left:left + width]
 
 
+def _check_forms(forms, args, want, shape):
+  """Each gradient form (x, kernel, dy, stride, padding) -> a float32 array
+  of `shape` equal to the numpy `want` within float rounding."""
+  for name, form in forms.items():
+    got = np.asarray(jax.jit(form, static_argnums=(3, 4))(*args))
+    assert got.shape == shape and got.dtype == np.float32, name
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=name)
+
+
 def _set_taps(monkeypatch, taps):
   """Every kernel gradient of at least 2 channels by taps, or none."""
   monkeypatch.setattr(conv_grad, "TAPS_MIN_CHANNELS", 2 if taps else 10**9)
@@ -79,12 +88,10 @@ def test_taps_kernel_gradient_is_the_kernel_gradient(case):
   x, kernel, dy = _case(rng, *case)
   stride, padding = case[-2:]
   want = _numpy_kernel_gradient(x, kernel, dy, stride, padding)
-  for name, form in (("taps", conv_grad.kernel_gradient_taps),
-                     ("padded", conv_grad.kernel_gradient_padded),
-                     ("xla", conv_grad.kernel_gradient_xla)):
-    got = np.asarray(jax.jit(form, static_argnums=(3, 4))(x, kernel, dy, stride, padding))
-    assert got.shape == kernel.shape and got.dtype == np.float32
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=name)
+  _check_forms({"taps": conv_grad.kernel_gradient_taps,
+                "padded": conv_grad.kernel_gradient_padded,
+                "xla": conv_grad.kernel_gradient_xla},
+               (x, kernel, dy, stride, padding), want, kernel.shape)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c[-2] > 1])
@@ -93,11 +100,9 @@ def test_phases_input_gradient_is_the_input_gradient(case):
   x, kernel, dy = _case(rng, *case)
   stride, padding = case[-2:]
   want = _numpy_input_gradient(x, kernel, dy, stride, padding)
-  for name, form in (("phases", conv_grad.input_gradient_phases),
-                     ("xla", conv_grad.input_gradient_xla)):
-    got = np.asarray(jax.jit(form, static_argnums=(3, 4))(x, kernel, dy, stride, padding))
-    assert got.shape == x.shape and got.dtype == np.float32
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=name)
+  _check_forms({"phases": conv_grad.input_gradient_phases,
+                "xla": conv_grad.input_gradient_xla},
+               (x, kernel, dy, stride, padding), want, x.shape)
 
 
 @pytest.mark.parametrize("custom", [True, False])

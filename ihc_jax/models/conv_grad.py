@@ -62,9 +62,10 @@ at least `TAPS_MIN_CHANNEL_PRODUCT` and the output has at least
 `TAPS_MIN_POSITIONS` positions (batch times map). Those measurements
 compared the taps with XLA's gradient of the padded convolution; against
 `kernel_gradient_padded` the taps lose alone on several of these shapes at
-batch 1 (E residual 59 vs 48 ms, U-Net up 115 vs 64 ms), but the colour
-step at batch 4 still needs them (13.5 s with, 20.7 s without, medians of
-5 interleaved), so the rule stays.
+batch 1 (E residual 59 vs 48 ms, U-Net up 115 vs 64 ms), while inside
+the colour step the two are within noise (batch 1: 2.74 s with the taps,
+2.92 s without; batch 4: 12.60 vs 12.11 s; interleaved, one run), so the
+rule stays as it was.
 """
 
 from __future__ import annotations
@@ -340,7 +341,8 @@ def xla_gradients_of(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int
 
 def cpu_gradients(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
                   padding: Padding) -> tuple[jax.Array, jax.Array]:
-  """(dX, dK) in the forms chosen for XLA:CPU by `uses_phases` and `uses_taps`."""
+  """(dX, dK) in the forms chosen for XLA:CPU by `uses_phases`, `uses_taps`
+  and `uses_padded`."""
   if uses_phases(kernel.shape, dy.shape, stride):
     dx = input_gradient_phases(x, kernel, dy, stride, padding)
   else:
