@@ -216,6 +216,39 @@ def test_mfu_on_known_and_unknown_devices():
   assert flops.mfu(float("nan"), "NVIDIA H200", "bfloat16") is None
 
 
+class _Analysed:
+  """Stands in for a lowered or compiled step: only its cost analysis."""
+
+  def __init__(self, analysis):
+    self.analysis = analysis
+
+  def cost_analysis(self):
+    if isinstance(self.analysis, Exception):
+      raise self.analysis
+    return self.analysis
+
+
+def test_step_flops_prefers_the_lowered_count():
+  assert flops.step_flops(_Analysed({"flops": 5.0}), _Analysed({"flops": 1.0})) == 5.0
+  assert flops.step_flops(_Analysed(None), _Analysed({"flops": 1.0})) == 1.0
+  assert flops.step_flops(_Analysed(NotImplementedError()),
+                          _Analysed([{"flops": 2.0}])) == 2.0
+  assert flops.step_flops(_Analysed(None), _Analysed(None)) is None
+
+
+def test_step_flops_counts_a_convolution():
+  # 2 * outputs * taps * in-channels (VALID: XLA leaves out the taps that
+  # fall on padding): the lowered HLO's count, whatever the backend later
+  # does with the convolution.
+  x = jnp.ones((2, 16, 16, 8))
+  w = jnp.ones((3, 3, 8, 4))
+  conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+  lowered = conv.lower(x, w)
+  expected = 2 * (2 * 14 * 14 * 4) * (3 * 3 * 8)
+  assert flops.step_flops(lowered, lowered.compile()) == pytest.approx(expected, rel=0.01)
+
+
 def test_bench_train_runs_in_bf16(capsys):
   bench_train.main(["--stage", "hist", "--steps", "1", "--batch", "2",
                     "--dtype", "bfloat16"])

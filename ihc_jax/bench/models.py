@@ -1,10 +1,10 @@
 """Per-network size and speed: `python -m ihc_jax.bench models [options]`.
 
 For each network prints its parameter count, the forward FLOPs reported by
-XLA (`jax.jit(f).lower(...).compile().cost_analysis()`) at the given size,
-and the median wall time of a jitted forward+backward pass (gradient of the
-summed outputs w.r.t. the params; training mode where the network has one)
-after compilation. Weights are random (numpy).
+XLA (`jax.jit(f).lower(...).cost_analysis()`, `flops.step_flops`) at the
+given size, and the median wall time of a jitted forward+backward pass
+(gradient of the summed outputs w.r.t. the params; training mode where the
+network has one) after compilation. Weights are random (numpy).
 
   python -m ihc_jax.bench models                       # official sizes, 256x256, batch 1
   python -m ihc_jax.bench models --tiny --size 64      # test-size variants
@@ -25,16 +25,15 @@ import numpy as np
 
 from ihc_jax import models
 from ihc_jax import weights
+from ihc_jax.bench import flops as flops_lib
 from ihc_jax.tools import convert_weights
 
+def _flops(lowered: Any, compiled: Any) -> float:
+  flops = flops_lib.step_flops(lowered, compiled)
+  return float("nan") if flops is None else flops
+
+
 ALL = ("ihn", "generator", "encoder", "discriminator", "fusion", "histogram", "vgg19")
-
-
-def _flops(compiled: Any) -> float:
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else {}
-  return float((analysis or {}).get("flops", float("nan")))
 
 
 def bench_network(name: str, cfg: Any, size: int, batch: int, repeats: int) -> dict[str, float]:
@@ -73,7 +72,8 @@ def bench_network(name: str, cfg: Any, size: int, batch: int, repeats: int) -> d
       out = out[0]
     return sum(jnp.sum(x) for x in jax.tree_util.tree_leaves(out))
 
-  compiled = jax.jit(forward).lower(params, *inputs).compile()
+  lowered = jax.jit(forward).lower(params, *inputs)
+  compiled = lowered.compile()
   grad = jax.jit(jax.grad(loss))
   jax.block_until_ready(grad(params, *inputs))
   times = []
@@ -82,7 +82,7 @@ def bench_network(name: str, cfg: Any, size: int, batch: int, repeats: int) -> d
     jax.block_until_ready(grad(params, *inputs))
     times.append(time.perf_counter() - start)
   count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
-  return {"params": count, "forward_flops": _flops(compiled),
+  return {"params": count, "forward_flops": _flops(lowered, compiled),
           "fwd_bwd_seconds": statistics.median(times)}
 
 

@@ -141,7 +141,8 @@ def main(argv: Sequence[str]) -> None:
   args = parser.parse_args(list(argv))
   config = models.tiny_model_config() if args.tiny else models.default_model_config()
   fn, call_args = network_call(args.net, config, args.size)
-  compiled = jax.jit(fn).lower(*call_args).compile()
+  lowered = jax.jit(fn).lower(*call_args)
+  compiled = lowered.compile()
   run = lambda: compiled(*call_args)
   seconds = _median_s(lambda: jax.block_until_ready(run()), args.repeats)
   layers = op_layers(compiled.as_text())
@@ -157,7 +158,7 @@ def main(argv: Sequence[str]) -> None:
     shape, layer = layers.get(name, ("?", "?"))
     print(f"  {value * 1e3:8.2f} {value / traced:6.1%}  {name[:24]:24s} "
           f"{shape[:28]:28s} {layer[:70]}")
-  flops = flops_lib.flops_per_step(compiled.cost_analysis())
+  flops = flops_lib.step_flops(lowered, compiled)
   peaks = matmul_gflops(repeats=args.repeats)
   line = "roofline: " + (f"{flops / 1e9:.3g} GFLOP, {flops / seconds / 1e9:.3g} GFLOP/s"
                          if flops else "no FLOP count from XLA")

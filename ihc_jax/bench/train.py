@@ -4,7 +4,7 @@ For each stage, builds its real jitted train step (the one `run_stage` uses)
 on random data and random frozen networks, and prints steps/s, images/s, the
 peak memory (device statistics where the backend has them, else XLA's
 memory analysis of the step), the achieved FLOP/s (XLA cost analysis of
-the compiled step / measured step time) and, on a device whose peak is known
+the lowered step, `flops.step_flops`, / measured step time) and, on a device whose peak is known
 (`ihc_jax.bench.flops.PEAK_FLOPS`), the MFU for the compute dtype.
 
   python -m ihc_jax.bench train --stage ihn                 # demo size (64 px, tiny)
@@ -153,9 +153,10 @@ def bench_stage(stage: str, size: str = "demo", batch: int | None = None,
   data = input_pipeline.shard_batch(batch_np, mesh)
   step = jax.jit(trainer.train_step, donate_argnums=(0,))
   start = time.perf_counter()
-  compiled = step.lower(state, data, frozen, jax.random.PRNGKey(0)).compile()
+  lowered = step.lower(state, data, frozen, jax.random.PRNGKey(0))
+  compiled = lowered.compile()
   compile_s = time.perf_counter() - start
-  flops = flops_lib.flops_per_step(compiled.cost_analysis())
+  flops = flops_lib.step_flops(lowered, compiled)
   memory = compiled.memory_analysis()
   state, metrics = compiled(state, data, frozen, jax.random.PRNGKey(0))
   jax.block_until_ready(metrics)
