@@ -28,12 +28,12 @@ from ihc_jax import weights
 from ihc_jax.bench import flops as flops_lib
 from ihc_jax.tools import convert_weights
 
+ALL = ("ihn", "generator", "encoder", "discriminator", "fusion", "histogram", "vgg19")
+
+
 def _flops(lowered: Any, compiled: Any) -> float:
   flops = flops_lib.step_flops(lowered, compiled)
   return float("nan") if flops is None else flops
-
-
-ALL = ("ihn", "generator", "encoder", "discriminator", "fusion", "histogram", "vgg19")
 
 
 def bench_network(name: str, cfg: Any, size: int, batch: int, repeats: int) -> dict[str, float]:

@@ -3,9 +3,10 @@
 For each stage, builds its real jitted train step (the one `run_stage` uses)
 on random data and random frozen networks, and prints steps/s, images/s, the
 peak memory (device statistics where the backend has them, else XLA's
-memory analysis of the step), the achieved FLOP/s (XLA cost analysis of
-the lowered step, `flops.step_flops`, / measured step time) and, on a device whose peak is known
-(`ihc_jax.bench.flops.PEAK_FLOPS`), the MFU for the compute dtype.
+memory analysis of the step), the achieved FLOP/s (XLA's cost analysis of
+the lowered step, `flops.step_flops`, over the measured step time) and, on a
+device whose peak is known (`ihc_jax.bench.flops.PEAK_FLOPS`), the MFU for
+the compute dtype.
 
   python -m ihc_jax.bench train --stage ihn                 # demo size (64 px, tiny)
   python -m ihc_jax.bench train --stage color --size paper  # 256 px, official widths
