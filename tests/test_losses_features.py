@@ -66,7 +66,9 @@ def test_feature_pair_gradients_flow_to_both_inputs(vgg_params, images):
   np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
   for g, w in zip(got[1], want[1]):
     assert float(jnp.max(jnp.abs(w))) > 0
-    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6 * float(jnp.max(jnp.abs(w))))
+    # Float rounding of the two batchings, relative to the largest entry
+    # (the order of XLA:CPU's sums depends on the CPU's vector width).
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(w))))
 
 
 def test_sobel_step_edge_hand_values():
