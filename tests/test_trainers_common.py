@@ -136,6 +136,23 @@ def test_guarded_update_applies_finite_and_skips_nonfinite():
   np.testing.assert_array_equal(worse.variables["net"]["params"]["w"], [0.5, 0.5])
 
 
+def test_init_variables_matches_the_optimised_init():
+  """`linen_utils.init_variables` compiles without LLVM's optimisations on
+  CPU; its parameters are those of the optimised program up to rounding."""
+  from ihc_jax.trainers import linen_utils  # pylint: disable=g-import-not-at-top
+  x = jnp.ones((1, 8, 8, 3))
+  key = jax.random.PRNGKey(3)
+  got = linen_utils.init_variables(ToyNet(), key, x, train=False)
+  params_key, dropout_key = jax.random.split(key)
+  want = jax.jit(lambda k, d: ToyNet().init({"params": k, "dropout": d}, x,
+                                            train=False))(params_key,
+                                                          dropout_key)
+  assert jax.tree.structure(got) == jax.tree.structure(dict(want))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-7),
+               got, dict(want))
+  assert got["params"]["Conv_0"]["kernel"].std() > 0  # random, not zeros
+
+
 def test_learning_rate_schedules():
   optim = defaults.optim_config(learning_rate=2e-4, end_learning_rate=2e-6,
                                 schedule="polynomial", power=0.9)
