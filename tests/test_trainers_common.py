@@ -136,6 +136,36 @@ def test_guarded_update_applies_finite_and_skips_nonfinite():
   np.testing.assert_array_equal(worse.variables["net"]["params"]["w"], [0.5, 0.5])
 
 
+def test_guarded_update_keeps_every_leaf_in_both_forms():
+  """The CPU conditional and the per-leaf select keep the same values."""
+  from ihc_jax.trainers import train_state  # pylint: disable=g-import-not-at-top
+  new = {"w": jnp.arange(3.0), "bn": {"mean": jnp.ones((2, 2))},
+         "count": jnp.int32(5)}
+  old = jax.tree.map(jnp.zeros_like, new)
+  for ok in (True, False):
+    by_cond = jax.jit(train_state._keep_by_cond)(jnp.bool_(ok), new, old)
+    by_select = jax.jit(train_state._keep_by_select)(jnp.bool_(ok), new, old)
+    expected = new if ok else old
+    jax.tree.map(np.testing.assert_array_equal, by_cond, expected)
+    jax.tree.map(np.testing.assert_array_equal, by_select, expected)
+  # Jitted as in the trainers, with Adam: a skipped step keeps the moments
+  # and the batch statistics too.
+  tx = {"net": optax.adam(0.1)}
+  state = common.init_state(
+      {"net": {"params": {"w": jnp.ones(2)}, "batch_stats": {"m": jnp.ones(2)}}},
+      tx)
+  update = jax.jit(lambda s, g, bs, loss: common.guarded_update(
+      s, tx, {"net": g}, {"net": bs}, [loss]))
+  good, _ = update(state, {"w": jnp.ones(2)}, {"m": jnp.full(2, 3.0)},
+                   jnp.float32(1.0))
+  bad, guard = update(good, {"w": jnp.ones(2)}, {"m": jnp.full(2, jnp.nan)},
+                      jnp.float32(1.0))
+  assert float(guard["nonfinite"]) == 1.0
+  jax.tree.map(np.testing.assert_array_equal,
+               (bad.variables, bad.opt_states), (good.variables, good.opt_states))
+  np.testing.assert_array_equal(good.variables["net"]["batch_stats"]["m"], 3.0)
+
+
 def test_init_variables_matches_the_optimised_init():
   """`linen_utils.init_variables` compiles without LLVM's optimisations on
   CPU; its parameters are those of the optimised program up to rounding."""

@@ -7,7 +7,8 @@ networks live in a separate pytree that no optimizer sees.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import flax
@@ -102,6 +103,45 @@ def all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack(leaves))
 
 
+# Traces `guarded_update` with the per-leaf select on CPU too (see
+# `per_leaf_select`).
+_SELECT_ON_CPU = False
+
+
+@contextlib.contextmanager
+def per_leaf_select() -> Iterator[None]:
+  """Steps traced inside keep a skipped update by per-leaf selects on every
+  platform (the CPU default is one conditional); for
+  `python -m ihc_jax.bench compile`'s comparison. Read when a step is traced:
+  a function jit has already traced keeps the form it was traced with."""
+  global _SELECT_ON_CPU
+  previous, _SELECT_ON_CPU = _SELECT_ON_CPU, True
+  try:
+    yield
+  finally:
+    _SELECT_ON_CPU = previous
+
+
+def _keep_by_select(ok: jax.Array, new: Any, old: Any) -> Any:
+  """`new` where `ok`, else `old`: one select per leaf (GPU, TPU)."""
+  return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+def _keep_by_cond(ok: jax.Array, new: Any, old: Any) -> Any:
+  """`new` if `ok` else `old` as one conditional (CPU).
+
+  The same values as `_keep_by_select`. XLA:CPU compiles every per-leaf
+  select as a kernel of its own: for the tiny test IHN's 90 parameters and
+  their Adam moments the selects took 13 of the train step's 29 s of
+  compilation; at official widths (128 px, batch 1) the conditional saves
+  12 s on the IHN step and 36 s on the colour step, which then run 1-2.5 %
+  slower per step (the demo's colour step 4 % faster). CPU runs are short
+  ones (tests, the demo, a laptop), where compiling dominates.
+  benchmarks/RESULTS.md, "Compile time on CPU".
+  """
+  return jax.lax.cond(ok, lambda: new, lambda: old)
+
+
 def guarded_update(state: TrainState,
                    optimizers: Mapping[str, optax.GradientTransformation],
                    grads: Mapping[str, Any],
@@ -138,10 +178,13 @@ def guarded_update(state: TrainState,
     new_variables[name] = variables
   ok = jnp.logical_and(all_finite(list(losses)), all_finite(dict(grads)))
   ok = jnp.logical_and(ok, all_finite(new_variables))
-  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+  variables, opt_states = jax.lax.platform_dependent(
+      ok, (new_variables, new_opt_states), (state.variables, state.opt_states),
+      cpu=_keep_by_select if _SELECT_ON_CPU else _keep_by_cond,
+      default=_keep_by_select)
   new_state = TrainState(
       step=state.step + 1,
-      variables=keep(new_variables, state.variables),
-      opt_states=keep(new_opt_states, state.opt_states),
+      variables=variables,
+      opt_states=opt_states,
       nonfinite_streak=jnp.where(ok, 0, state.nonfinite_streak + 1))
   return new_state, {"nonfinite": 1.0 - ok.astype(jnp.float32)}
