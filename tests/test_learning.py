@@ -9,8 +9,8 @@ and must beat, on that batch, the answer a non-learned method gives:
 
 * IHN: PSNR to the true gray at least `IHN_MARGIN_DB` over Gaussian-blur
   descreening (at 32 px a 3 px screen leaves about ten cells across a
-  photo; measured +0.7 dB after 600 steps, the demo's 64 px IHN reaches
-  +2.5 dB on held-out photos);
+  photo; measured +0.64 to +0.69 dB after 600 steps over seeds 0-2, the
+  demo's 64 px IHN reaches +2.5 dB on held-out photos);
 * H: total-variation distance to the true histograms at most
   `HIST_TV_RATIO` of its value at initialisation;
 * colour stage, recovery scheme: PSNR at least `COLOR_MARGIN_DB` over the
@@ -122,6 +122,11 @@ def fitted(photos, tmp_path_factory):
   out = {}
   ihn_config = _config("ihn", learning_rate=3e-3)
   ihn_config.loss.perceptual = 0.01
+  # The perceptual term is here so that the step carries all of the stage's
+  # TERMS; at relu2_1 instead of the paper's pool4 (which the colour stage
+  # uses) the random VGG costs a sixth: this fit took 45 s instead of 148 s,
+  # margins +0.69 / +0.64 / +0.69 dB over seeds 0-2 (+0.64 dB at pool4).
+  ihn_config.perceptual.layer = "relu2_1"
   ihn_config.model.ihn.update(detail_features=16, detail_blocks=4,
                               detail_expand=32)
   out["ihn"] = _fit(ihn, ihn_config, photos, dirs["ihn"])
@@ -134,6 +139,9 @@ def fitted(photos, tmp_path_factory):
                                      "generator": dirs["color"]})
   fusion_config.loss.perceptual = 0.05
   fusion_config.loss.adversarial = 0.01
+  # relu2_1 rather than the stage's relu4_1, for time as in the IHN fit:
+  # 94 s instead of 130 s, margin +0.89 dB instead of +0.73 dB.
+  fusion_config.perceptual.layer = "relu2_1"
   # The official 3 blocks at half the official width: the tiny F (8
   # features, 1 block) only learns to pick its better input (19.21 dB
   # against 19.14 dB after 300 steps).
@@ -174,8 +182,9 @@ def test_color_recovery_beats_gray_in_three_channels(fitted):
   assert np.isfinite(after["reference_chroma_dist"]), after
 
 
-# Measured on this batch (300 steps): F 20.11 and 19.86 dB (seeds 0, 1)
-# against its better input's 19.14 dB (IHN->C; C->IHN 14.6 dB), from its
+# Measured on this batch (300 steps): F 20.03 dB (seed 0; 19.88 dB with the
+# perceptual term at relu4_1, and 20.11, 19.86 dB for seeds 0, 1 on earlier
+# code) against its better input's 19.15 dB (IHN->C; C->IHN 14.6 dB), from its
 # start at the IHN->C input (fusion_init="forward"; 19.91 and 19.70 dB from
 # the average start). The margin is below the +0.72 dB of seed 1 and near
 # what the best global linear map of both inputs, fitted to the truth
