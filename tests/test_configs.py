@@ -106,6 +106,16 @@ def test_wrong_type_names_key_and_type():
   hist.validate(config)
 
 
+@pytest.mark.parametrize("key", ["sync_every_steps", "log.every_steps",
+                                 "checkpoint.every_steps"])
+def test_step_intervals_below_one_are_rejected(key):
+  config = hist.default_config()
+  section, _, name = key.rpartition(".")
+  (config[section] if section else config)[name] = 0
+  with pytest.raises(ValueError, match=rf"'{key}' is 0; an interval in steps"):
+    hist.validate(config)
+
+
 def test_bad_choice_names_valid_choices():
   config = color.default_config()
   with_frozen(config)

@@ -22,7 +22,8 @@ are bit-identical on CPU with gloo, jax 0.10.2).
 
 The 2-process run is also interrupted: SIGTERM goes to process 0 alone
 once step 2 is saved, and both processes must stop cleanly at the same step
-s (they agree on stopping every step). The test then damages checkpoint step
+s (they agree on stopping every `sync_every_steps` = 3 steps, so s is a
+multiple of 3). The test then damages checkpoint step
 s, and a second pair of processes falls back to step s - 1 (moving step s
 aside, process 0 renaming while process 1 waits) and resumes to the end,
 which must still equal the straight 1-process run.
@@ -44,6 +45,7 @@ from ihc_jax.trainers import common
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 30  # leaves room to stop at step >= 2 well before the end
+SYNC_EVERY = 3  # steps between the processes' SIGTERM agreements
 
 
 def _free_port() -> int:
@@ -64,6 +66,7 @@ def _command(workdir, photos, steps):
   return [sys.executable, "-m", "ihc_jax.main", "--config=configs/test.py:hist",
           f"--workdir={workdir}", f"--config.num_train_steps={steps}",
           "--config.checkpoint.every_steps=1",
+          f"--config.sync_every_steps={SYNC_EVERY}",
           f"--config.data.source=folder:{photos}",
           f"--config.data.eval_source=folder:{photos}",
           "--config.data.random_flip=False"]
@@ -134,7 +137,7 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path):
              for log in (log0, log1)]
   assert stopped[0] == stopped[1] and len(stopped[0]) == 1, stopped
   term_step = int(stopped[0][0])
-  assert 2 <= term_step < STEPS
+  assert 2 <= term_step < STEPS and term_step % SYNC_EVERY == 0
   assert "SIGTERM received" in log0 and "SIGTERM received" not in log1
   assert "JAX process 0 of 2" in log0 and "JAX process 1 of 2" in log1
   # Per-host shards: each process read one of the two photos.

@@ -286,6 +286,38 @@ def test_nonfinite_streak_is_caught_between_sync_points(tmp_path):
   assert common.StageCheckpointer(workdir, "toy").latest_step() is None
 
 
+def test_host_reads_flags_every_sync_interval(tmp_path, monkeypatch):
+  """`sync_every_steps` = 4, logs every 10 steps: the host reads the flags in
+  one transfer at steps 4 and 8 (leaving the step just dispatched for the
+  next read) and all of them before the step-10 log, never in between; a
+  streak that starts at step 3 is still reported at step 5, where it reached
+  the limit, before the step-10 checkpoint."""
+  from ihc_jax.trainers import loop  # pylint: disable=g-import-not-at-top
+  reads = []
+  fold = loop._fold_nonfinite  # pylint: disable=protected-access
+
+  def recording_fold(run, streak, unread):
+    reads.append([step for step, _ in unread])
+    return fold(run, streak, unread)
+
+  monkeypatch.setattr(loop, "_fold_nonfinite", recording_fold)
+  config = toy_config(12, sync_every_steps=4)
+  for section in (config.checkpoint, config.log, config.eval):
+    section.every_steps = 10
+  config.log.sample_every_steps = 10
+  common.run_stage(config, str(tmp_path / "finite"), toy_stage())
+  assert reads == [[1, 2, 3], [4, 5, 6, 7], [8, 9, 10], [11, 12]]
+
+  reads.clear()
+  workdir = str(tmp_path / "nan")
+  config.max_consecutive_nonfinite = 3
+  with pytest.raises(common.NonFiniteError,
+                     match=r"3 consecutive steps .* \(step 5\)"):
+    common.run_stage(config, workdir, toy_stage(nan_from_step=2))
+  assert reads == [[1, 2, 3], [4, 5, 6, 7]]  # raised at the second read
+  assert common.StageCheckpointer(workdir, "toy").latest_step() is None
+
+
 def test_sigterm_saves_checkpoint_and_returns(tmp_path):
   workdir = str(tmp_path / "term")
   config = toy_config(100_000)

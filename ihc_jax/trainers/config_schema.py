@@ -40,6 +40,9 @@ def _check_section(config: Any, default: Any, path: str,
       if not ok:
         raise TypeError(f"config key {name!r} must be {type(expected).__name__}, "
                         f"got {type(value).__name__} {value!r}")
+    if key.endswith("every_steps") and isinstance(value, int) and value < 1:
+      raise ValueError(f"config key {name!r} is {value}; an interval in "
+                       f"steps must be at least 1")
     for pattern, valid in choices.items():
       if _matches(pattern, name) and value not in valid:
         raise ValueError(f"config key {name!r} is {value!r}; valid choices: "

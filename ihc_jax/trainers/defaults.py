@@ -54,7 +54,7 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
 
   Returns:
     ConfigDict with trainer, seed, num_train_steps, max_consecutive_nonfinite,
-    data, halftone, perceptual, eval, checkpoint and log.
+    sync_every_steps, data, halftone, perceptual, eval, checkpoint and log.
   """
   from ihc_jax import halftone  # pylint: disable=g-import-not-at-top
   from ihc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
@@ -65,6 +65,10 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
   config.num_train_steps = 100_000
   # Skipped (non-finite) steps in a row before the run stops with an error.
   config.max_consecutive_nonfinite = 20
+  # Steps between the host's reads of the non-finite flags and, with several
+  # processes, the SIGTERM agreement (a collective); 1 = every step. Logs,
+  # samples, evaluations and checkpoints read the flags first in any case.
+  config.sync_every_steps = 10
 
   config.data = input_pipeline.default_data_config()
   config.halftone = halftone.default_halftone_config()

@@ -323,16 +323,20 @@ def _train(run: _Run, state: TrainState, train_ds: Any, eval_ds: Any,
       every_steps=config.log.every_steps)
   train_iter = _numpy_iterator(train_ds)
   step = int(jax.device_get(state.step))
-  # The host reads a step's `nonfinite` flag only after the next step is
-  # dispatched (or at once before a log, sample, eval or checkpoint), so it
-  # never waits for the device between two steps.
+  # The host reads the steps' `nonfinite` flags every `sync_every_steps`
+  # steps, and before a log, sample, eval or checkpoint, in one transfer.
+  # Between those it never waits for the device; at a check it leaves the
+  # step just dispatched unread (it is read at the next one), so the device
+  # always has a step queued. With several processes the SIGTERM agreement
+  # (a collective) runs at the same steps on every process.
+  every = config.sync_every_steps
   streak = int(jax.device_get(state.nonfinite_streak))
   unread: list[tuple[int, Metrics]] = []
   pending: list[Metrics] = []
   eval_metrics: dict[str, float] = {}
   sample_batch = None
   last_log = time.time()
-  while step < num_steps and not stop.agreed():
+  while step < num_steps and not stop.agreed_at(step, every):
     batch = shard(next(train_iter), run.mesh)
     sample_batch = batch if sample_batch is None else sample_batch
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -348,9 +352,12 @@ def _train(run: _Run, state: TrainState, train_ds: Any, eval_ds: Any,
     evaluate_now = eval_step and _every(step, config.eval.every_steps,
                                         num_steps)
     save = _every(step, config.checkpoint.every_steps, num_steps)
-    settle = log or sample or evaluate_now or save
-    streak = _fold_nonfinite(run, streak, unread if settle else unread[:-1])
-    unread = [] if settle else unread[-1:]
+    if log or sample or evaluate_now or save:
+      streak = _fold_nonfinite(run, streak, unread)
+      unread = []
+    elif step % every == 0:
+      streak = _fold_nonfinite(run, streak, unread[:-1])
+      unread = unread[-1:]
     if log:
       _log_train(run, step, pending, time.time() - last_log)
       pending, last_log = [], time.time()

@@ -40,6 +40,18 @@ class StopOnSigterm:
           np.int32(requested))))
     return requested
 
+  def agreed_at(self, step: int, every: int) -> bool:
+    """`agreed()` at the steps where the processes compare notes.
+
+    One process reads its own flag at every step (no collective, nothing
+    to wait for). Several processes run the collective only at multiples of
+    `every`, the same steps on all of them, and say False in between; a
+    SIGTERM then stops the run at most `every - 1` steps later.
+    """
+    if jax.process_count() == 1:
+      return self.requested.is_set()
+    return step % every == 0 and self.agreed()
+
   def __exit__(self, *exc):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
