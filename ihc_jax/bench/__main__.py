@@ -4,7 +4,7 @@ import importlib
 import sys
 
 SUITES = ("data", "models", "losses", "train", "inference", "official", "conv", "profile",
-          "steps", "compile")
+          "steps", "compile", "loop")
 
 
 def main(argv: list[str]) -> None:

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import statistics
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -35,26 +33,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from ihc_jax import models
 from ihc_jax.bench import train as train_bench
 from ihc_jax.trainers import common
-from ihc_jax.trainers import defaults
 from ihc_jax.trainers import linen_utils
 from ihc_jax.trainers import train_state
-
-
-def _stage(stage: str, size: str, batch: int | None, image_size: int | None
-           ) -> tuple[Any, Any]:
-  """(config, common.Stage) of `stage` with random frozen networks."""
-  config = train_bench.stage_config(stage, size, batch)
-  if image_size:
-    config.data.image_size = image_size
-  frozen_model = (models.default_model_config() if size == "paper"
-                  else defaults.tiny_model(config.data.image_size))
-  module = importlib.import_module(f"ihc_jax.trainers.{stage}")
-  with tempfile.TemporaryDirectory() as root:
-    train_bench.write_random_frozen(config, root, frozen_model)
-    return config, module.make_stage(config)
 
 
 def time_init(stage: Any) -> dict[str, float]:
@@ -134,7 +116,8 @@ def main(argv: Sequence[str]) -> None:
         + ("" if jax.default_backend() == "cpu" else
            ": not CPU, so both forms of each pair are the same program"))
   for name in stages:
-    config, stage = _stage(name, args.size, args.batch, args.image_size)
+    config, stage = train_bench.random_frozen_stage(
+        name, args.size, args.batch, args.image_size)
     init = time_init(stage)
     steps = time_steps(config, stage, args.repeats)
     c, t = steps["compile"], steps["step"]

@@ -118,6 +118,25 @@ def write_random_frozen(config: ml_collections.ConfigDict, root: str,
     config.frozen[name] = workdir
 
 
+def random_frozen_stage(stage: str, size: str = "demo",
+                        batch: int | None = None,
+                        image_size: int | None = None) -> tuple[Any, Any]:
+  """(config, common.Stage) of `stage` with random frozen networks.
+
+  The frozen networks' checkpoints live in a temporary folder only while the
+  stage is built (`make_stage` loads them).
+  """
+  config = stage_config(stage, size, batch)
+  if image_size:
+    config.data.image_size = image_size
+  frozen_model = (models.default_model_config() if size == "paper"
+                  else defaults.tiny_model(config.data.image_size))
+  module = importlib.import_module(f"ihc_jax.trainers.{stage}")
+  with tempfile.TemporaryDirectory() as root:
+    write_random_frozen(config, root, frozen_model)
+    return config, module.make_stage(config)
+
+
 def bench_stage(stage: str, size: str = "demo", batch: int | None = None,
                 steps: int = 5, dtype: str = "float32") -> dict[str, Any]:
   """Times `steps` train steps of `stage` after one compile+warm-up step.
