@@ -14,6 +14,7 @@ import pytest
 from ihc_jax import models
 from ihc_jax import weights
 from ihc_jax.models import layers
+from ihc_jax.trainers import linen_utils
 
 KEY = jax.random.PRNGKey(0)
 
@@ -381,9 +382,10 @@ def test_ihn_detail_output_is_expand_conv_then_1x1_conv(tiny):
   rng = np.random.default_rng(2)
   halftone = jnp.asarray(rng.random((2, 64, 64, 1)), jnp.float32)
   noise = jnp.asarray(rng.standard_normal((2, 64, 64, tiny.ihn.nz)), jnp.float32)
-  # Jitted: eagerly, each of the tiny IHN's ops compiles on its own (a minute).
-  variables = jax.jit(functools.partial(net.init, train=False))(
-      jax.random.PRNGKey(0), halftone, noise)
+  # Compiled once without LLVM's optimisations (the trainers' init); eagerly,
+  # each of the tiny IHN's ops would compile on its own (a minute).
+  variables = linen_utils.init_variables(net, jax.random.PRNGKey(0), halftone,
+                                         noise, train=False)
   params = variables["params"]
   assert params["detail_expand"]["kernel"].shape == (3, 3, 8, 16)
   assert params["detail_out"]["kernel"].shape == (1, 1, 16, 1)
