@@ -16,21 +16,21 @@ _LINE = re.compile(r"^hist +3 steps, sync_every_steps=(\d+) +([0-9.]+) steps/s "
                    r"\(([0-9., ]+); ([0-9.]+)x sync_every_steps=1\)$")
 
 
-def test_run_seconds_runs_the_loop_for_the_steps_asked(tmp_path):
+def test_loop_rate_runs_the_loop_for_twice_the_steps_asked(tmp_path):
   config, stage = train_bench.random_frozen_stage("hist")
   workdir = str(tmp_path / "run")
-  seconds = loop_bench.run_seconds(config, stage, 3, 2, workdir)
-  assert seconds > 0
-  assert common.checkpoint_networks(workdir)[0] == 3
-  # Every periodic action at the last step only: one checkpoint.
-  assert os.listdir(os.path.join(workdir, common.CHECKPOINT_DIR)) == ["3"]
+  rate = loop_bench.loop_rate(config, stage, 3, 2, workdir)
+  assert rate > 0
+  assert common.checkpoint_networks(workdir)[0] == 6
+  # The checkpoint at the last step only.
+  assert os.listdir(os.path.join(workdir, common.CHECKPOINT_DIR)) == ["6"]
   saved = common.load_stage_config(workdir)
   assert saved.sync_every_steps == 2 and saved.eval.num_batches == 1
 
 
 @pytest.mark.parametrize("processes", [1, 2])
 def test_main_prints_a_line_per_form(processes, capfd):
-  loop_bench.main(["--stage", "hist", "--steps", "3", "--warmup", "1",
+  loop_bench.main(["--stage", "hist", "--steps", "3",
                    "--repeats", "1", "--sync-every", "1,2",
                    "--processes", str(processes)])
   out = capfd.readouterr().out

@@ -1,21 +1,22 @@
 """The training loop's speed per host-check interval: `python -m ihc_jax.bench loop`.
 
   python -m ihc_jax.bench loop [--stage all] [--sync-every 1,10]
-      [--steps N] [--warmup 2] [--repeats 3] [--processes 1]
+      [--steps N] [--repeats 3] [--processes 1]
 
 Runs `run_stage` itself, on the demo config of each stage (the demo photos
 through tf.data, random frozen networks as `bench train`), once per
 `config.sync_every_steps` value: how often the host reads the steps'
 non-finite flags and, with several processes, how often the processes agree
-on SIGTERM (a collective). Logs, samples, the evaluation (one batch) and the
-checkpoint come only at the last step, so every step in between is a step
-whose host work that interval decides.
+on SIGTERM (a collective).
 
-Steps/s of a form = `--steps` / (seconds of a run of `--warmup + --steps`
-steps - seconds of a run of `--warmup` steps), each in a fresh workdir: the
-start-up, the data pipeline's first batches, the final evaluation and save
-cancel, and compiling happens once (the first run; later runs hit JAX's
-cache). The forms run interleaved in each repeat; the medians are printed.
+Each run has `2 * --steps` steps in a fresh workdir and logs at the middle
+and the end; a form's steps/s is the loop's own progress figure for the
+second half (steps between the two logs over the seconds between them).
+Start-up, compiling (only in the first run; later runs hit JAX's cache) and
+the data pipeline's first batches fall in the first half; samples, the
+evaluation (one batch) and the checkpoint come after the last log. So the
+timed steps are steps whose host work only that interval decides. The forms
+run interleaved in each repeat; the medians are printed.
 
 `--processes P` starts P processes on localhost (gloo collectives, one CPU
 device each) that run the same runs in step; process 0 prints. Only stages
@@ -30,12 +31,12 @@ import argparse
 import contextlib
 import io
 import os
+import re
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,46 +44,49 @@ from ihc_jax import distributed
 
 STAGES = ("hist", "ihn", "color", "fusion")
 MULTI_PROCESS_STAGES = ("hist", "ihn")
-# About 5-10 s of steps on a 2-core CPU, well above the run-to-run spread of
-# the fixed costs that the difference cancels.
+# About 5-10 s of timed steps per run on a 2-core CPU.
 DEFAULT_STEPS = {"hist": 400, "ihn": 20, "color": 20, "fusion": 20}
 
 
-def run_seconds(config: Any, stage: Any, num_steps: int, sync_every: int,
-                workdir: str) -> float:
-  """Wall seconds of `run_stage` for `num_steps` steps in a fresh `workdir`.
+def loop_rate(config: Any, stage: Any, steps: int, sync_every: int,
+              workdir: str) -> float:
+  """Steps/s of the second half of a `2 * steps`-step `run_stage` run.
 
-  Every periodic action (log, sample, evaluation of one batch, checkpoint)
-  happens once, at the last step. The loop's progress lines are dropped.
+  The run (in a fresh `workdir`) logs at steps `steps` and `2 * steps`; the
+  rate is the loop's own progress line at the second log, i.e. the steps
+  between the two logs over the seconds between them: start-up, compiling
+  and the data pipeline's first batches fall in the first half. Samples, the
+  evaluation (one batch) and the checkpoint come at the last step, after that
+  line. NaN on a process that prints no progress (not process 0).
   """
   from ihc_jax.trainers import common  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
-  config.num_train_steps = num_steps
+  config.num_train_steps = 2 * steps
   config.sync_every_steps = sync_every
-  for section in (config.log, config.eval, config.checkpoint):
-    section.every_steps = num_steps
-  config.log.sample_every_steps = num_steps
+  config.log.every_steps = steps
+  for section in (config.eval, config.checkpoint):
+    section.every_steps = 2 * steps
+  config.log.sample_every_steps = 2 * steps
   config.eval.num_batches = 1
-  start = time.perf_counter()
-  with contextlib.redirect_stdout(io.StringIO()):
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
     common.run_stage(config, workdir, stage)
-  return time.perf_counter() - start
+  last = re.findall(rf"step {2 * steps}/{2 * steps} +([0-9.]+) steps/s",
+                    printed.getvalue())
+  return float(last[-1]) if last else float("nan")
 
 
-def measure(name: str, forms: Sequence[int], steps: int, warmup: int,
-            repeats: int, root: str) -> dict[int, list[float]]:
+def measure(name: str, forms: Sequence[int], steps: int, repeats: int,
+            root: str) -> dict[int, list[float]]:
   """Steps/s of each `sync_every_steps` form of stage `name`, per repeat."""
   from ihc_jax.bench import train as train_bench  # pylint: disable=g-import-not-at-top
   config, stage = train_bench.random_frozen_stage(name)
   rates: dict[int, list[float]] = {form: [] for form in forms}
-  run_seconds(config, stage, warmup, forms[0],
-              os.path.join(root, f"{name}-compile"))
   for repeat in range(repeats):
     for form in forms:
-      prefix = os.path.join(root, f"{name}-every{form}-{repeat}")
-      short = run_seconds(config, stage, warmup, form, prefix + "-short")
-      long = run_seconds(config, stage, warmup + steps, form, prefix + "-long")
-      rates[form].append(steps / max(long - short, 1e-9))
+      rates[form].append(loop_rate(
+          config, stage, steps, form,
+          os.path.join(root, f"{name}-every{form}-{repeat}")))
   return rates
 
 
@@ -116,10 +120,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--sync-every", default="1,10",
                       help="comma-separated config.sync_every_steps values")
   parser.add_argument("--steps", type=int, default=None,
-                      help="timed steps per run (the difference of two "
-                      f"runs); default per stage {DEFAULT_STEPS}")
-  parser.add_argument("--warmup", type=int, default=2,
-                      help="steps of the shorter run")
+                      help="timed steps per run (after as many untimed); "
+                      f"default per stage {DEFAULT_STEPS}")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--processes", type=int, default=1)
   # Set by `_launch` for its children.
@@ -133,8 +135,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
   except ValueError:
     parser.error(f"--sync-every must be integers separated by commas, got "
                  f"{args.sync_every!r}")
-  if min(args.forms) < 1 or (args.steps or 1) < 1 or args.warmup < 1:
-    parser.error("--sync-every values, --steps and --warmup must be >= 1")
+  if min(args.forms) < 1 or (args.steps or 1) < 1:
+    parser.error("--sync-every values and --steps must be >= 1")
   args.stages = STAGES if args.stage == "all" else (args.stage,)
   if args.processes > 1:
     if args.stage == "all":
@@ -163,8 +165,7 @@ def main(argv: Sequence[str]) -> None:
           f"{os.getloadavg()[0]:.2f}", flush=True)
     for name in args.stages:
       steps = args.steps or DEFAULT_STEPS[name]
-      rates = measure(name, args.forms, steps, args.warmup, args.repeats,
-                      root)
+      rates = measure(name, args.forms, steps, args.repeats, root)
       base = statistics.median(rates[args.forms[0]])
       for form in args.forms:
         median = statistics.median(rates[form])
