@@ -68,7 +68,9 @@ def _check_forms(forms, args, want, shape):
 
 
 def _set_taps(monkeypatch, taps):
-  """Every kernel gradient of at least 2 channels by taps, or none."""
+  """Every kernel gradient of at least 2 channels by taps, or none (and
+  none by rows, which comes first)."""
+  monkeypatch.setattr(conv_grad, "ROWS_MIN_OUT_CHANNELS", 10**9)
   monkeypatch.setattr(conv_grad, "TAPS_MIN_CHANNELS", 2 if taps else 10**9)
   monkeypatch.setattr(conv_grad, "TAPS_MIN_CHANNEL_PRODUCT", 1)
   monkeypatch.setattr(conv_grad, "TAPS_MIN_POSITIONS", 1)
@@ -89,6 +91,7 @@ def test_taps_kernel_gradient_is_the_kernel_gradient(case):
   stride, padding = case[-2:]
   want = _numpy_kernel_gradient(x, kernel, dy, stride, padding)
   _check_forms({"taps": conv_grad.kernel_gradient_taps,
+                "rows": conv_grad.kernel_gradient_rows,
                 "padded": conv_grad.kernel_gradient_padded,
                 "xla": conv_grad.kernel_gradient_xla},
                (x, kernel, dy, stride, padding), want, kernel.shape)
@@ -120,6 +123,25 @@ def test_conv_forward_is_xla_and_gradients_match(monkeypatch, custom):
   xla = lambda x, k: conv_grad.xla_conv(x, k, 2, ((1, 1), (1, 1)))
   np.testing.assert_array_equal(np.asarray(jax.jit(ours)(x, kernel)),
                                 np.asarray(jax.jit(xla)(x, kernel)))
+  loss = lambda f: lambda x, k: jnp.sum(f(x, k) * dy)
+  got = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, kernel)
+  want = jax.jit(jax.grad(loss(xla), argnums=(0, 1)))(x, kernel)
+  for g, w, name in zip(got, want, ("input", "kernel")):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-4,
+                               err_msg=name)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_conv_gradients_through_rows(batch):
+  """A stride-1 conv wide enough for `uses_rows` takes the rows kernel
+  gradient inside `conv`'s VJP; both gradients equal XLA's."""
+  rng = np.random.default_rng(5)
+  side = int(np.ceil(np.sqrt(conv_grad.ROWS_MIN_POSITIONS)))
+  x, kernel, dy = _case(rng, batch, side + 1, side, 3, conv_grad.ROWS_MIN_OUT_CHANNELS,
+                        3, 1, ((1, 1), (0, 2)))
+  assert conv_grad.kernel_gradient_form(kernel.shape, dy.shape, 1) == "rows"
+  ours = lambda x, k: conv_grad.conv(x, k, 1, ((1, 1), (0, 2)))
+  xla = lambda x, k: conv_grad.xla_conv(x, k, 1, ((1, 1), (0, 2)))
   loss = lambda f: lambda x, k: jnp.sum(f(x, k) * dy)
   got = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, kernel)
   want = jax.jit(jax.grad(loss(xla), argnums=(0, 1)))(x, kernel)
@@ -175,7 +197,8 @@ def test_thresholds_pick_by_the_channel_counts_and_the_positions():
             int(np.ceil(np.sqrt(conv_grad.TAPS_MIN_CHANNEL_PRODUCT))))
   side = int(np.ceil(np.sqrt(conv_grad.TAPS_MIN_POSITIONS)))
   assert conv_grad.uses_taps((3, 3, big, big), (1, side, side, big))
-  # The IHN's 64 -> 64 detail convs keep XLA's form (see the module doc).
+  # Too few channel pairs for the taps: the IHN's 64 -> 64 detail convs
+  # (rows take them, see test_rows_rule...).
   assert not conv_grad.uses_taps((3, 3, 64, 64), (1, 256, 256, 64))
   assert conv_grad.uses_taps((3, 3, 256, 64), (1, 128, 128, 64))
   thin, wide = conv_grad.TAPS_MIN_CHANNELS - 1, 1024
@@ -187,6 +210,23 @@ def test_thresholds_pick_by_the_channel_counts_and_the_positions():
   # The batch counts: four 1/4-size maps are as many positions as one.
   assert conv_grad.uses_taps((3, 3, big, big), (4, side, side // 4 + 1, big))
   assert not conv_grad.uses_taps((3, 3, big, big), (1, side // 2, side // 2, big))
+
+
+def test_rows_rule_stride_one_enough_output_channels_and_pixels():
+  side = int(np.ceil(np.sqrt(conv_grad.ROWS_MIN_POSITIONS)))
+  wide = conv_grad.ROWS_MIN_OUT_CHANNELS
+  # The IHN's 64 -> 64 detail convs and E's 7x7 input conv.
+  assert conv_grad.kernel_gradient_form((3, 3, 64, 64), (1, 256, 256, 64), 1) == "rows"
+  assert conv_grad.kernel_gradient_form((7, 7, 3, 64), (4, 256, 256, 64), 1) == "rows"
+  assert conv_grad.uses_rows((3, 3, 1, wide), (1, side, side, wide), 1)
+  # Strided convs, few output channels (G's last 128 -> 3) and small maps
+  # go on to the other rules.
+  assert not conv_grad.uses_rows((4, 4, 64, 128), (1, 128, 128, 128), 2)
+  assert not conv_grad.uses_rows((3, 3, 128, wide - 1), (1, side, side, wide - 1), 1)
+  assert conv_grad.kernel_gradient_form((3, 3, 128, 3), (1, 256, 256, 3), 1) == "padded"
+  assert not conv_grad.uses_rows((3, 3, 8, wide), (8, side - 1, side, wide), 1)
+  assert conv_grad.kernel_gradient_form((3, 3, 1024, 512), (1, 8, 8, 512), 1) == "padded"
+  assert conv_grad.kernel_gradient_form((3, 3, 8, 8), (2, 8, 8, 8), 1) == "xla"
 
 
 def test_padded_rule_one_image_or_a_bounded_batch_of_large_maps():

@@ -4,30 +4,65 @@
 derivative is a custom VJP. The forward pass is XLA's on every platform, so
 outputs are unchanged. On GPU and TPU both gradients are XLA's (cuDNN's
 and the TPU's own convolution gradients), chosen at lowering by
-`jax.lax.platform_dependent`. On CPU (`cpu_gradients`):
+`jax.lax.platform_dependent`. On CPU (`cpu_gradients`) the kernel gradient
+takes the first form whose rule holds (`kernel_gradient_form`):
 
-* the kernel gradient of the wider layers is a sum over the kernel's taps
-  of one matmul each (`kernel_gradient_taps`, rule below):
+* stride 1, at least `ROWS_MIN_OUT_CHANNELS` output channels and
+  `ROWS_MIN_POSITIONS` output pixels per image (every stride-1 conv of the
+  networks but G's last 128 -> 3 and the U-Nets' smallest maps): one 1-D
+  convolution down the rows whose contraction runs over the image columns
+  (`kernel_gradient_rows`), which XLA:CPU runs as a few large matmuls;
+* the wider strided layers: a sum over the kernel's taps of one matmul
+  each (`kernel_gradient_taps`, rule below):
 
     dK[i, j] = sum over (b, y, x) of X_pad[b, s y + i, s x + j, :]^T dY[b, y, x, :]
 
-  and of the others, for one image or for up to `PADDED_MAX_BATCH` images
+* the others, for one image or for up to `PADDED_MAX_BATCH` images
   with at least `PADDED_MIN_POSITIONS` outputs each (`uses_padded`), XLA's
   kernel gradient of the VALID convolution of the explicitly zero-padded
   input, one convolution per image (`kernel_gradient_padded`): XLA:CPU's
   own form is 1.5-2x slower on the large maps at batch 4 and, for some
-  shapes, 5-100x (measurements in its doc); smaller maps keep XLA's;
-* the input gradient of a strided convolution on a large enough map is one
-  stride-1 convolution with one output-channel group per phase of the
-  input (`input_gradient_phases`, `uses_phases`), where XLA convolves dY
-  dilated by the stride (mostly zeros): 2-3x faster for the 4x4 and 3x3
-  stride-2 convs at 128 px outputs.
+  shapes, 5-100x (measurements in its doc); smaller maps keep XLA's.
+
+The input gradient of a strided convolution on a large enough map is one
+stride-1 convolution with one output-channel group per phase of the
+input (`input_gradient_phases`, `uses_phases`), where XLA convolves dY
+dilated by the stride (mostly zeros): 2-3x faster for the 4x4 and 3x3
+stride-2 convs at 128 px outputs.
+
+The rows form, on the 2-core AMD EPYC (AVX2) of 6 December 2026, ms,
+kernel gradient alone as XLA's / padded / taps / rows (`python -m
+ihc_jax.bench conv --kernel-grads [--batch 4]`, forms interleaved, one run
+each; benchmarks/RESULTS.md has every layer):
+
+  layer (output map, C_in -> C_out, kernel)   batch 1                  batch 4
+  IHN detail (256 px, 64 -> 64, 3x3)          414 / 392 / 160 / 87     2640 / 1374 / 1014 / 306
+  E input (256 px, 3 -> 64, 7x7)              94 / 99 / 271 / 75       698 / 232 / 969 / 306
+  E residual (64 px, 256 -> 256, 3x3)         88 / 97 / 53 / 45        484 / 322 / 179 / 160
+  U-Net up (128 px, 256 -> 64, 3x3)           150 / 149 / 85 / 50      1235 / 527 / 401 / 264
+  U-Net up (32 px, 1024 -> 256, 3x3)          71 / 66 / 38 / 33        259 / 276 / 182 / 148
+  U-Net up (16 px, 1024 -> 512, 3x3)          30 / 30 / 25 / 19        119 / 144 / 85 / 70
+  D (31 px, 256 -> 512, 4x4)                  47 / 46 / 38 / 36        271 / 200 / 158 / 157
+  G last (256 px, 128 -> 3, 3x3)              196 / 55 / 67 / 60       187 / 236 / 256 / 246
+
+G's last conv (3 output channels) stays with the padded form. E's input
+conv at batch 4 is the one stride-1 layer where another form (padded)
+beats the rows alone.
+
+On strided layers it loses (its contraction also runs over the s - 1 zero
+columns between dY's): E's 4x4 stride-2 down conv at 128 px 116 ms against
+79-103 for the others, so strided layers keep the other rules. Whole steps
+(`python -m ihc_jax.bench steps`, models' forms vs XLA's everywhere,
+interleaved): IHN step at batch 1 0.89x before the rows form, 1.60x with
+it (3.91 vs 6.24 s); colour step 1.26x (2.72 vs 3.41 s).
 
 All forms sum the same products as XLA's, in another order (float
-rounding). Whole steps of `python -m ihc_jax.bench steps` (official widths,
-256 px, interleaved in one process, one run), all of the above against
-XLA's gradients everywhere: colour step 1.14x at batch 1 and 1.13x at
-batch 4, IHN step 1.28x at batch 4 (benchmarks/RESULTS.md, 4 December).
+rounding). Before the rows form, on the 2-core AVX2 CPU of 1-4 December
+(where the measurements below were taken), whole steps of `python -m
+ihc_jax.bench steps` (official widths, 256 px, interleaved in one process,
+one run) against XLA's gradients everywhere were: colour step 1.14x at
+batch 1 and 1.13x at batch 4, IHN step 1.28x at batch 4
+(benchmarks/RESULTS.md, 4 December).
 
 XLA:CPU computes the kernel gradient as a convolution with the pixels as its
 contraction and the channels as its "image", a shape its convolution
@@ -84,6 +119,8 @@ PHASES_MIN_POSITIONS = 32 * 32
 PADDED_MIN_POSITIONS = 64 * 64
 PADDED_MAX_BATCH = 16
 PHASES_PADDED_MIN_POSITIONS = 128 * 128
+ROWS_MIN_OUT_CHANNELS = 16
+ROWS_MIN_POSITIONS = 16 * 16
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 _xla_only = False
@@ -126,6 +163,68 @@ def xla_gradients() -> Iterator[None]:
     yield
   finally:
     _xla_only = before
+
+
+def uses_rows(kernel_shape: Sequence[int], output_shape: Sequence[int],
+              stride: int) -> bool:
+  """Whether the kernel gradient of a [kh, kw, C_in, C_out] kernel with a
+  [B, H', W', C_out] output and this stride is `kernel_gradient_rows` when
+  lowered for CPU (else `uses_taps` and `uses_padded` decide; on every other
+  platform it is XLA's): stride 1, at least `ROWS_MIN_OUT_CHANNELS` output
+  channels and `ROWS_MIN_POSITIONS` output pixels per image."""
+  return (stride == 1 and kernel_shape[3] >= ROWS_MIN_OUT_CHANNELS
+          and output_shape[1] * output_shape[2] >= ROWS_MIN_POSITIONS)
+
+
+def kernel_gradient_rows(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
+                         padding: Padding) -> jax.Array:
+  """The kernel gradient as one 1-D convolution down the rows, whose
+  contraction runs over the image columns as its channels.
+
+  With X_pad the zero-padded input and s the stride,
+
+    dK[i, j, c, o] = sum over (b, y) of
+        sum over w of X_pad[b, s y + i, w, c] R[b, y, w, (j, o)],
+    R[b, y, w, (j, o)] = dY[b, y, (w - j) / s, o] where s divides w - j, else 0:
+
+  a convolution along the rows (kernel dY, dilated by s; output length kh)
+  with the input channels as its batch, the (image, column) pairs as its
+  input channels and the (tap column, output channel) pairs as its output
+  channels. R is kw shifted copies of dY (dilated by s along the columns).
+  XLA:CPU runs this as a few large matmuls, where its own kernel gradient
+  contracts over the pixels with one channel per "image" (6-8x slower on
+  the IHN's 64 -> 64 detail convs). A stride s multiplies the columns
+  contracted by s (the zeros of R).
+
+  Args:
+    x: the convolution's input [B, H, W, C_in].
+    kernel: its kernel [kh, kw, C_in, C_out] (only shape and dtype are read).
+    dy: the output cotangent [B, H', W', C_out].
+    stride: the convolution's stride.
+    padding: its zero padding ((top, bottom), (left, right)).
+
+  Returns:
+    dK [kh, kw, C_in, C_out], accumulated in float32.
+  """
+  kh, kw, c_in, c_out = kernel.shape
+  batch, out_h, out_w, _ = dy.shape
+  s = stride
+  rows, cols = s * (out_h - 1) + kh, s * (out_w - 1) + kw
+  (top, _), (left, _) = padding
+  zero = jnp.zeros((), x.dtype)
+  # Exactly the rows and columns the windows read (a negative end crops).
+  xp = jax.lax.pad(x, zero, ((0, 0, 0), (top, rows - x.shape[1] - top, 0),
+                             (left, cols - x.shape[2] - left, 0), (0, 0, 0)))
+  lhs = xp.transpose(1, 0, 2, 3).reshape(rows, batch * cols, c_in)
+  zero = jnp.zeros((), dy.dtype)
+  shifted = [jax.lax.pad(dy, zero, ((0, 0, 0), (0, 0, 0), (j, kw - 1 - j, s - 1),
+                                    (0, 0, 0))) for j in range(kw)]
+  rhs = jnp.stack(shifted, axis=3).transpose(1, 0, 2, 3, 4)
+  rhs = rhs.reshape(out_h, batch * cols, kw * c_out)
+  out = jax.lax.conv_general_dilated(
+      lhs, rhs, (1,), ((0, 0),), rhs_dilation=(s,),
+      dimension_numbers=("HCN", "HIO", "NHC"), preferred_element_type=jnp.float32)
+  return out.reshape(c_in, kh, kw, c_out).transpose(1, 2, 0, 3).astype(kernel.dtype)
 
 
 def uses_taps(kernel_shape: Sequence[int], output_shape: Sequence[int]) -> bool:
@@ -341,19 +440,30 @@ def xla_gradients_of(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int
 
 def cpu_gradients(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
                   padding: Padding) -> tuple[jax.Array, jax.Array]:
-  """(dX, dK) in the forms chosen for XLA:CPU by `uses_phases`, `uses_taps`
-  and `uses_padded`."""
+  """(dX, dK) in the forms chosen for XLA:CPU by `uses_phases`, `uses_rows`,
+  `uses_taps` and `uses_padded`."""
   if uses_phases(kernel.shape, dy.shape, stride):
     dx = input_gradient_phases(x, kernel, dy, stride, padding)
   else:
     dx = input_gradient_xla(x, kernel, dy, stride, padding)
-  if uses_taps(kernel.shape, dy.shape):
-    dk = kernel_gradient_taps(x, kernel, dy, stride, padding)
-  elif uses_padded(dy.shape):
-    dk = kernel_gradient_padded(x, kernel, dy, stride, padding)
-  else:
-    dk = kernel_gradient_xla(x, kernel, dy, stride, padding)
-  return dx, dk
+  form = _KERNEL_GRADIENTS[kernel_gradient_form(kernel.shape, dy.shape, stride)]
+  return dx, form(x, kernel, dy, stride, padding)
+
+
+def kernel_gradient_form(kernel_shape: Sequence[int], output_shape: Sequence[int],
+                         stride: int) -> str:
+  """The kernel gradient XLA:CPU gets for a [kh, kw, C_in, C_out] kernel with
+  a [B, H', W', C_out] output: 'rows', 'taps', 'padded' or 'xla', the first
+  whose `uses_*` rule holds."""
+  if uses_rows(kernel_shape, output_shape, stride):
+    return "rows"
+  if uses_taps(kernel_shape, output_shape):
+    return "taps"
+  return "padded" if uses_padded(output_shape) else "xla"
+
+
+_KERNEL_GRADIENTS = {"rows": kernel_gradient_rows, "taps": kernel_gradient_taps,
+                     "padded": kernel_gradient_padded, "xla": kernel_gradient_xla}
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
