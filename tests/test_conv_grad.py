@@ -84,6 +84,18 @@ def _case(rng, batch, height, width, c_in, c_out, k, stride, padding):
   return x, kernel, dy
 
 
+def _assert_gradients_match_xla(x, kernel, dy, stride, padding):
+  """`conv`'s input and kernel gradients equal XLA's within float rounding."""
+  ours = lambda x, k: conv_grad.conv(x, k, stride, padding)
+  xla = lambda x, k: conv_grad.xla_conv(x, k, stride, padding)
+  loss = lambda f: lambda x, k: jnp.sum(f(x, k) * dy)
+  got = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, kernel)
+  want = jax.jit(jax.grad(loss(xla), argnums=(0, 1)))(x, kernel)
+  for g, w, name in zip(got, want, ("input", "kernel")):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-4,
+                               err_msg=name)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_taps_kernel_gradient_is_the_kernel_gradient(case):
   rng = np.random.default_rng(0)
@@ -123,12 +135,7 @@ def test_conv_forward_is_xla_and_gradients_match(monkeypatch, custom):
   xla = lambda x, k: conv_grad.xla_conv(x, k, 2, ((1, 1), (1, 1)))
   np.testing.assert_array_equal(np.asarray(jax.jit(ours)(x, kernel)),
                                 np.asarray(jax.jit(xla)(x, kernel)))
-  loss = lambda f: lambda x, k: jnp.sum(f(x, k) * dy)
-  got = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, kernel)
-  want = jax.jit(jax.grad(loss(xla), argnums=(0, 1)))(x, kernel)
-  for g, w, name in zip(got, want, ("input", "kernel")):
-    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-4,
-                               err_msg=name)
+  _assert_gradients_match_xla(x, kernel, dy, 2, ((1, 1), (1, 1)))
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -140,14 +147,7 @@ def test_conv_gradients_through_rows(batch):
   x, kernel, dy = _case(rng, batch, side + 1, side, 3, conv_grad.ROWS_MIN_OUT_CHANNELS,
                         3, 1, ((1, 1), (0, 2)))
   assert conv_grad.kernel_gradient_form(kernel.shape, dy.shape, 1) == "rows"
-  ours = lambda x, k: conv_grad.conv(x, k, 1, ((1, 1), (0, 2)))
-  xla = lambda x, k: conv_grad.xla_conv(x, k, 1, ((1, 1), (0, 2)))
-  loss = lambda f: lambda x, k: jnp.sum(f(x, k) * dy)
-  got = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, kernel)
-  want = jax.jit(jax.grad(loss(xla), argnums=(0, 1)))(x, kernel)
-  for g, w, name in zip(got, want, ("input", "kernel")):
-    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-4,
-                               err_msg=name)
+  _assert_gradients_match_xla(x, kernel, dy, 1, ((1, 1), (0, 2)))
 
 
 def test_conv_valid_padding_and_bad_padding():
