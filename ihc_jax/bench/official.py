@@ -287,17 +287,22 @@ def _median_seconds(samples: list[float]) -> float:
 
 def _interleave(items: dict[str, tuple[Callable[[], Any], Callable[[], Any]]],
                 repeats: int) -> dict[str, tuple[float, float]]:
-  """Median seconds (torch, ours) per item; one warm-up call each first."""
+  """Median seconds (torch, ours) per item; one warm-up call each first.
+
+  The side that runs first alternates from one repeat to the next, so that
+  neither always inherits the other's cache and allocator state.
+  """
   for name, (torch_fn, jax_fn) in items.items():
     torch_fn()
     jax_fn()
     print(f"  warmed up {name}", flush=True)
   samples = {name: ([], []) for name in items}
   for repeat in range(repeats):
+    order = (0, 1) if repeat % 2 == 0 else (1, 0)
     for name, fns in items.items():
-      for side, fn in enumerate(fns):
+      for side in order:
         start = time.perf_counter()
-        fn()
+        fns[side]()
         samples[name][side].append(time.perf_counter() - start)
     print(f"  repeat {repeat + 1}/{repeats} done", flush=True)
   return {name: (_median_seconds(t), _median_seconds(j)) for name, (t, j) in samples.items()}
