@@ -298,6 +298,9 @@ def _torch_conventions_check(torch):
   pool = torch.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
   diffs["avg_pool"] = np.abs(
       to_nhwc(pool(xt)) - layers.avg_pool_exclude_pad(jnp.asarray(x), 3, 2, 1)).max()
+  # AvgPool2d(3) on 8x8: floor mode drops the last 2 rows and columns.
+  diffs["avg_pool_blocks"] = np.abs(
+      to_nhwc(torch.nn.AvgPool2d(3)(xt)) - layers.avg_pool_blocks(jnp.asarray(x), 3)).max()
   diffs["instance_norm"] = np.abs(
       to_nhwc(torch.nn.InstanceNorm2d(5)(xt)) - layers.instance_norm(jnp.asarray(x))).max()
 
@@ -318,9 +321,27 @@ def test_layer_conventions_match_torch():
   with torch.no_grad():
     diffs = _torch_conventions_check(torch)
   assert set(diffs) == {"conv", "reflect_conv3", "reflect_conv7", "batch_norm", "reflect_pad",
-                        "upsample", "avg_pool", "instance_norm", "linear_nchw"}
+                        "upsample", "avg_pool", "avg_pool_blocks", "instance_norm",
+                        "linear_nchw"}
   for name, value in diffs.items():
     assert value <= 1e-5, (name, value)
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 16, 4), (1, 19, 13, 3)])
+def test_avg_pool_blocks_equals_flax_avg_pool_with_its_gradient(shape):
+  """E's pooling: the block mean equals the reduce_window form, value and
+  gradient, also where the map is not a whole number of blocks."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal(shape, np.float32))
+  w = jnp.asarray(rng.standard_normal((shape[0], shape[1] // 4, shape[2] // 4, shape[3]),
+                                      np.float32))
+  reference = lambda x: nn.avg_pool(x, (4, 4), strides=(4, 4))
+  np.testing.assert_allclose(layers.avg_pool_blocks(x, 4), reference(x), atol=1e-6)
+  grads = [jax.grad(lambda x, f=f: jnp.sum(f(x) * w))(x)
+           for f in (reference, lambda x: layers.avg_pool_blocks(x, 4))]
+  np.testing.assert_allclose(grads[1], grads[0], atol=1e-7)
+  assert float(jnp.abs(grads[1][:, shape[1] // 4 * 4:]).max(initial=0.0)) == 0.0
 
 
 def test_reflect_padded_conv_equals_reflect_pad_then_valid_conv():

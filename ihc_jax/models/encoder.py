@@ -88,7 +88,7 @@ class ColorEncoder(nn.Module):
       x = nn.relu(layers.instance_norm(x))
     for i in range(self.num_residual_blocks):
       x = EncoderResidualBlock(features, name=f"res_{i}")(x)
-    x = nn.avg_pool(x, (self.pool, self.pool), strides=(self.pool, self.pool))
+    x = layers.avg_pool_blocks(x, self.pool)
     x = x.reshape(x.shape[0], -1)
     mu = layers.Linear(self.nz, name="mu")(x)
     logvar = layers.Linear(self.nz, name="logvar")(x)
