@@ -310,9 +310,9 @@ def avg_pool_blocks(x: jax.Array, window: int) -> jax.Array:
 
   The mean of each non-overlapping block, as a reshape: the same sums as
   `flax.linen.avg_pool(x, (window, window), strides=(window, window))` up to
-  float rounding, whose gradient is a broadcast. XLA:CPU ran the gradient of
-  the `reduce_window` form on a slow path inside E's training step (26 ms
-  of the colour step at 256 px, 64x64x256 pooled by 8).
+  float rounding. The gradient of this form is a broadcast; XLA:CPU ran the
+  gradient of the `reduce_window` form on a slow path inside E's training
+  step (26 ms of the colour step at 256 px, 64x64x256 pooled by 8).
 
   Args:
     x: [B, H, W, C]; rows and columns past the last whole block are dropped.
