@@ -114,7 +114,7 @@ def test_main_small_prints_each_layer(capsys, monkeypatch):
 
 
 def test_kernel_grads_mode_prints_each_layer_and_the_models_choice(capsys, monkeypatch):
-  """`--kernel-grads` on three tiny layers: one line each with the times of
+  """`--kernel-grads` on four tiny layers: one line each with the times of
   every form, their largest difference (float rounding) and the forms the
   models use (the input gradient's only for the strided layer)."""
   from ihc_jax.models import conv_grad  # pylint: disable=g-import-not-at-top
@@ -124,13 +124,15 @@ def test_kernel_grads_mode_prints_each_layer_and_the_models_choice(capsys, monke
   monkeypatch.setattr(conv_grad, "PHASES_MIN_POSITIONS", 1)
   side = int(np.ceil(np.sqrt(conv_grad.ROWS_MIN_POSITIONS)))
   conv.kernel_grads_main(2, 1, (("small s1", 6, 4, 5, 3, 1), ("thin s2", 4, 3, 8, 4, 2),
-                                ("wide s1", side, 2, conv_grad.ROWS_MIN_OUT_CHANNELS, 3, 1)))
+                                ("wide s1", side, 2, conv_grad.ROWS_MIN_OUT_CHANNELS, 3, 1),
+                                ("few out s1", 6, 18, 2, 3, 1)))
   lines = capsys.readouterr().out.splitlines()[1:]
-  assert len(lines) == 3
+  assert len(lines) == 4
   assert "small s1" in lines[0] and "models: taps" in lines[0] and " dX " not in lines[0]
   # Two images of 4 x 4 outputs: neither taps nor the padded rule.
   assert "thin s2" in lines[1] and "models: xla" in lines[1]
   assert " dX " in lines[1] and "models: phases" in lines[1]
   assert "wide s1" in lines[2] and "models: rows" in lines[2]
+  assert "few out s1" in lines[3] and "models: shifted" in lines[3]
   for line in lines:
     assert float(line.rsplit("rel diff ", 1)[1]) < 1e-5

@@ -69,7 +69,8 @@ def _check_forms(forms, args, want, shape):
 
 def _set_taps(monkeypatch, taps):
   """Every kernel gradient of at least 2 channels by taps, or none (and
-  none by rows, which comes first)."""
+  none by shifted or rows, which come first)."""
+  monkeypatch.setattr(conv_grad, "SHIFTED_MAX_COLUMN_RATIO", 0.0)
   monkeypatch.setattr(conv_grad, "ROWS_MIN_OUT_CHANNELS", 10**9)
   monkeypatch.setattr(conv_grad, "TAPS_MIN_CHANNELS", 2 if taps else 10**9)
   monkeypatch.setattr(conv_grad, "TAPS_MIN_CHANNEL_PRODUCT", 1)
@@ -104,6 +105,7 @@ def test_taps_kernel_gradient_is_the_kernel_gradient(case):
   want = _numpy_kernel_gradient(x, kernel, dy, stride, padding)
   _check_forms({"taps": conv_grad.kernel_gradient_taps,
                 "rows": conv_grad.kernel_gradient_rows,
+                "shifted": conv_grad.kernel_gradient_shifted,
                 "padded": conv_grad.kernel_gradient_padded,
                 "xla": conv_grad.kernel_gradient_xla},
                (x, kernel, dy, stride, padding), want, kernel.shape)
@@ -148,6 +150,55 @@ def test_conv_gradients_through_rows(batch):
                         3, 1, ((1, 1), (0, 2)))
   assert conv_grad.kernel_gradient_form(kernel.shape, dy.shape, 1) == "rows"
   _assert_gradients_match_xla(x, kernel, dy, 1, ((1, 1), (0, 2)))
+
+
+@pytest.mark.parametrize("max_channels", [0, 64])
+def test_rows_kernel_gradient_with_either_transpose(monkeypatch, max_channels):
+  """The rows form moves its input to channels first by a transposing
+  copy (more than `ROWS_MATMUL_TRANSPOSE_MAX_CHANNELS` channels) or by a
+  matmul with the identity (up to it): the same kernel gradient either way,
+  strided and padded asymmetrically included."""
+  monkeypatch.setattr(conv_grad, "ROWS_MATMUL_TRANSPOSE_MAX_CHANNELS", max_channels)
+  rng = np.random.default_rng(8)
+  for case in ((2, 11, 9, 5, 4, 3, 1, ((1, 2), (0, 1))), (1, 12, 12, 3, 4, 4, 2, ((1, 1), (1, 1)))):
+    x, kernel, dy = _case(rng, *case)
+    want = _numpy_kernel_gradient(x, kernel, dy, *case[-2:])
+    _check_forms({"rows": conv_grad.kernel_gradient_rows}, (x, kernel, dy, *case[-2:]),
+                 want, kernel.shape)
+
+
+def test_channels_first_is_an_exact_transpose():
+  """The identity matmul moves every value unchanged (bit for bit, large
+  and tiny magnitudes alike), [B, H, W, C] -> [C, B, H, W]."""
+  rng = np.random.default_rng(9)
+  x = (rng.standard_normal((2, 5, 7, 6)) * 10.0 ** rng.integers(-30, 30, (2, 5, 7, 6)))
+  x = x.astype(np.float32)
+  got = np.asarray(jax.jit(conv_grad.channels_first)(jnp.asarray(x)))
+  np.testing.assert_array_equal(got, x.transpose(3, 0, 1, 2))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_gradients_through_shifted(stride):
+  """A conv with few output channels (kh * kw * C_out <= C_in, like G's
+  last 128 -> 3) takes the shifted kernel gradient inside `conv`'s VJP;
+  both gradients equal XLA's."""
+  rng = np.random.default_rng(10)
+  x, kernel, dy = _case(rng, 2, 10, 9, 18, 2, 3, stride, ((1, 1), (0, 1)))
+  assert conv_grad.kernel_gradient_form(kernel.shape, dy.shape, stride) == "shifted"
+  _assert_gradients_match_xla(x, kernel, dy, stride, ((1, 1), (0, 1)))
+
+
+def test_shifted_rule_counts_the_shifted_copies_against_the_input_channels():
+  # G's last conv, the IHN's and the U-Nets' one-channel output convs.
+  assert conv_grad.kernel_gradient_form((3, 3, 128, 3), (1, 256, 256, 3), 1) == "shifted"
+  assert conv_grad.kernel_gradient_form((3, 3, 64, 1), (1, 256, 256, 1), 1) == "shifted"
+  assert conv_grad.kernel_gradient_form((3, 3, 128, 1), (4, 256, 256, 1), 1) == "shifted"
+  # Exactly at the ratio, and one output channel more (rows take 64 -> 8).
+  c_in = int(9 * 8 / conv_grad.SHIFTED_MAX_COLUMN_RATIO)
+  assert conv_grad.uses_shifted((3, 3, c_in, 8))
+  assert not conv_grad.uses_shifted((3, 3, c_in, 9))
+  assert conv_grad.kernel_gradient_form((3, 3, 64, 8), (1, 256, 256, 8), 1) != "shifted"
+  assert not conv_grad.uses_shifted((3, 3, 64, 64))
 
 
 def test_conv_valid_padding_and_bad_padding():
@@ -219,11 +270,11 @@ def test_rows_rule_stride_one_enough_output_channels_and_pixels():
   assert conv_grad.kernel_gradient_form((3, 3, 64, 64), (1, 256, 256, 64), 1) == "rows"
   assert conv_grad.kernel_gradient_form((7, 7, 3, 64), (4, 256, 256, 64), 1) == "rows"
   assert conv_grad.uses_rows((3, 3, 1, wide), (1, side, side, wide), 1)
-  # Strided convs, few output channels (G's last 128 -> 3) and small maps
-  # go on to the other rules.
+  # Strided convs, few output channels (too many for the shifted form's
+  # copies) and small maps go on to the other rules.
   assert not conv_grad.uses_rows((4, 4, 64, 128), (1, 128, 128, 128), 2)
   assert not conv_grad.uses_rows((3, 3, 128, wide - 1), (1, side, side, wide - 1), 1)
-  assert conv_grad.kernel_gradient_form((3, 3, 128, 3), (1, 256, 256, 3), 1) == "padded"
+  assert conv_grad.kernel_gradient_form((3, 3, 32, 7), (1, 256, 256, 7), 1) == "padded"
   assert not conv_grad.uses_rows((3, 3, 8, wide), (8, side - 1, side, wide), 1)
   assert conv_grad.kernel_gradient_form((3, 3, 1024, 512), (1, 8, 8, 512), 1) == "padded"
   assert conv_grad.kernel_gradient_form((3, 3, 8, 8), (2, 8, 8, 8), 1) == "xla"

@@ -14,8 +14,9 @@ With `--kernel-grads` it times, over the networks' layer shapes
 (`GRAD_LAYERS`), the gradient forms of `ihc_jax.models.conv_grad`: the
 kernel gradient as XLA's, as XLA's of the explicitly padded input
 (`kernel_gradient_padded`), as one matmul per kernel tap
-(`kernel_gradient_taps`) and as one convolution down the rows
-(`kernel_gradient_rows`); for strided layers also the input gradient as
+(`kernel_gradient_taps`), as one convolution down the rows
+(`kernel_gradient_rows`) and as one matmul of the input with dY's shifted
+copies (`kernel_gradient_shifted`); for strided layers also the input gradient as
 XLA's and as one convolution per input phase (`input_gradient_phases`).
 Each line says which forms the models pick on CPU.
 
@@ -122,6 +123,8 @@ GRAD_LAYERS = (
     ("D 4x4 s2", 128, 11, 64, 4, 2),
     ("D 4x4 s1", 31, 256, 512, 4, 1),
     ("G last 3x3", 256, 128, 3, 3, 1),
+    ("IHN out 3x3", 256, 64, 1, 3, 1),
+    ("U-Net out 3x3", 256, 128, 1, 3, 1),
 )
 
 
@@ -132,7 +135,7 @@ def kernel_grads_main(batch: int, repeats: int,
   gradient as XLA's and phases."""
   rng = np.random.default_rng(0)
   print(f"convolution gradients, batch {batch}, median of {repeats}, backend "
-        f"{jax.default_backend()}, ms: kernel gradient as XLA's, of the padded input, taps, rows; "
+        f"{jax.default_backend()}, ms: kernel gradient as XLA's, of the padded input, taps, rows, shifted; "
         f"input gradient (strided layers) as XLA's, phases; 'models' is what "
         f"ihc_jax.models.conv_grad picks on CPU")
   for name, size, c_in, c_out, k, stride in grad_layers:
@@ -144,7 +147,8 @@ def kernel_grads_main(batch: int, repeats: int,
     dy = jax.numpy.asarray(rng.random(
         conv_grad.xla_conv(x, kernel, stride, pads).shape, np.float32))
     forms = {"xla": conv_grad.kernel_gradient_xla, "padded": conv_grad.kernel_gradient_padded,
-             "taps": conv_grad.kernel_gradient_taps, "rows": conv_grad.kernel_gradient_rows}
+             "taps": conv_grad.kernel_gradient_taps, "rows": conv_grad.kernel_gradient_rows,
+             "shifted": conv_grad.kernel_gradient_shifted}
     if stride > 1:
       forms.update({"dx xla": conv_grad.input_gradient_xla,
                     "dx phases": conv_grad.input_gradient_phases})
@@ -155,12 +159,12 @@ def kernel_grads_main(batch: int, repeats: int,
         repeats)
     out = {form: f(x, kernel, dy) for form, f in forms.items()}
     diff = max(_relative_difference(out[a], out[b])
-               for a, b in (("padded", "xla"), ("taps", "xla"), ("rows", "xla"),
+               for a, b in (("padded", "xla"), ("taps", "xla"), ("rows", "xla"), ("shifted", "xla"),
                             ("dx phases", "dx xla"))
                if a in out)
     picked = conv_grad.kernel_gradient_form(kernel.shape, dy.shape, stride)
     line = (f"  {name:15s} {size:3d} px {c_in:4d}->{c_out:<4d} {k}x{k} s{stride}  dK "
-            + " ".join(f"{ms[form]:8.2f}" for form in ("xla", "padded", "taps", "rows"))
+            + " ".join(f"{ms[form]:8.2f}" for form in ("xla", "padded", "taps", "rows", "shifted"))
             + f"  models: {picked:6s}")
     if stride > 1:
       dx_picked = "phases" if conv_grad.uses_phases(kernel.shape, dy.shape, stride) else "xla"

@@ -7,6 +7,10 @@ and the TPU's own convolution gradients), chosen at lowering by
 `jax.lax.platform_dependent`. On CPU (`cpu_gradients`) the kernel gradient
 takes the first form whose rule holds (`kernel_gradient_form`):
 
+* few output channels, kh * kw * C_out <= `SHIFTED_MAX_COLUMN_RATIO` *
+  C_in (G's last 128 -> 3 conv, the IHN's and the U-Nets' 64 -> 1 and
+  128 -> 1 output convs): one matmul of the input as it lies with kh * kw
+  shifted copies of dY (`kernel_gradient_shifted`);
 * stride 1, at least `ROWS_MIN_OUT_CHANNELS` output channels and
   `ROWS_MIN_POSITIONS` output pixels per image (every stride-1 conv of the
   networks but G's last 128 -> 3 and the U-Nets' smallest maps): one 1-D
@@ -45,9 +49,37 @@ each; benchmarks/RESULTS.md has every layer):
   D (31 px, 256 -> 512, 4x4)                  47 / 46 / 38 / 36        271 / 200 / 158 / 157
   G last (256 px, 128 -> 3, 3x3)              196 / 55 / 67 / 60       187 / 236 / 256 / 246
 
-G's last conv (3 output channels) stays with the padded form. E's input
+G's last conv (3 output channels) goes to the shifted form (below). E's input
 conv at batch 4 is the one stride-1 layer where another form (padded)
 beats the rows alone.
+
+The rows form's input, transposed to [C_in, rows, B * cols], is moved by
+a matmul with the identity (`channels_first`) for up to
+`ROWS_MATMUL_TRANSPOSE_MAX_CHANNELS` channels: XLA:CPU's transposing copy
+of a [1, 258, 258, 64] map took 25-35 ms inside the IHN step (16 such
+copies, about 470 ms of its 3.4 s traced). IHN step at batch 1, the
+threshold at 64 vs 0, interleaved in one process: 2.43 vs 2.67 s (1.095x);
+64 vs 256: 1.033x; 64 vs 128: 0.994x (noise); the colour step within noise
+of all three (few of its rows layers have 64 channels or fewer).
+
+The shifted form (`kernel_gradient_shifted`) reads the input once as it
+lies, where the others pad or transpose it, and costs kh * kw copies of
+dY: the form for layers with few output channels. Kernel gradient alone,
+batch 1, ms, XLA's / padded / taps / rows / shifted (same CPU, 6
+December):
+
+  G last (256 px, 128 -> 3, 3x3)              126 / 50 / 48 / 47 / 8.5
+  IHN out (256 px, 64 -> 1, 3x3)              53 / 13.9 / 34 / 17.5 / 4.4
+  U-Net out (256 px, 128 -> 1, 3x3)           111 / 38 / 46 / 38 / 7.7
+
+At batch 4 G's last conv takes 51 ms against XLA's 138 and the padded
+form's 218. Against the rows form on wider outputs, by the ratio of the
+shifted copies' columns to the input's channels: 256 -> 16 at 128 px
+(ratio 0.56) 11 vs 21.7 ms; 256 -> 32 (1.125) 19.8 vs 28.9; 64 -> 8
+(1.125) 26 vs 26; 64 -> 16 (2.25) 45 vs 25; 64 -> 32 (4.5) 81 vs 45. Hence
+the rule's ratio 1. Whole colour step (G's last conv), models' forms with
+and without it, interleaved: 1.03x (1.611 -> 1.562 s; noise is about 2 %);
+loss identical.
 
 On strided layers it loses (its contraction also runs over the s - 1 zero
 columns between dY's): E's 4x4 stride-2 down conv at 128 px 116 ms against
@@ -121,6 +153,8 @@ PADDED_MAX_BATCH = 16
 PHASES_PADDED_MIN_POSITIONS = 128 * 128
 ROWS_MIN_OUT_CHANNELS = 16
 ROWS_MIN_POSITIONS = 16 * 16
+ROWS_MATMUL_TRANSPOSE_MAX_CHANNELS = 64
+SHIFTED_MAX_COLUMN_RATIO = 1.0
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 _xla_only = False
@@ -213,9 +247,13 @@ def kernel_gradient_rows(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride:
   (top, _), (left, _) = padding
   zero = jnp.zeros((), x.dtype)
   # Exactly the rows and columns the windows read (a negative end crops).
-  xp = jax.lax.pad(x, zero, ((0, 0, 0), (top, rows - x.shape[1] - top, 0),
-                             (left, cols - x.shape[2] - left, 0), (0, 0, 0)))
-  lhs = xp.transpose(1, 0, 2, 3).reshape(rows, batch * cols, c_in)
+  pads = ((top, rows - x.shape[1] - top, 0), (left, cols - x.shape[2] - left, 0))
+  if c_in <= ROWS_MATMUL_TRANSPOSE_MAX_CHANNELS:
+    lhs = jax.lax.pad(channels_first(x), zero, ((0, 0, 0), (0, 0, 0)) + pads)
+    lhs = lhs.transpose(0, 2, 1, 3).reshape(c_in, rows, batch * cols)
+  else:
+    lhs = jax.lax.pad(x, zero, ((0, 0, 0),) + pads + ((0, 0, 0),))
+    lhs = lhs.transpose(3, 1, 0, 2).reshape(c_in, rows, batch * cols)
   zero = jnp.zeros((), dy.dtype)
   shifted = [jax.lax.pad(dy, zero, ((0, 0, 0), (0, 0, 0), (j, kw - 1 - j, s - 1),
                                     (0, 0, 0))) for j in range(kw)]
@@ -223,8 +261,83 @@ def kernel_gradient_rows(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride:
   rhs = rhs.reshape(out_h, batch * cols, kw * c_out)
   out = jax.lax.conv_general_dilated(
       lhs, rhs, (1,), ((0, 0),), rhs_dilation=(s,),
-      dimension_numbers=("HCN", "HIO", "NHC"), preferred_element_type=jnp.float32)
+      dimension_numbers=("NHC", "HIO", "NHC"), preferred_element_type=jnp.float32)
   return out.reshape(c_in, kh, kw, c_out).transpose(1, 2, 0, 3).astype(kernel.dtype)
+
+
+def uses_shifted(kernel_shape: Sequence[int]) -> bool:
+  """Whether the kernel gradient of a [kh, kw, C_in, C_out] kernel is
+  `kernel_gradient_shifted` when lowered for CPU (on every other platform
+  it is XLA's): its shifted copies of dY, kh * kw * C_out values per input
+  pixel, are at most `SHIFTED_MAX_COLUMN_RATIO` times the input's C_in."""
+  kh, kw, c_in, c_out = kernel_shape
+  return kh * kw * c_out <= SHIFTED_MAX_COLUMN_RATIO * c_in
+
+
+def kernel_gradient_shifted(x: jax.Array, kernel: jax.Array, dy: jax.Array,
+                            stride: int, padding: Padding) -> jax.Array:
+  """The kernel gradient as one matmul of the input with every tap's
+  shifted copy of dY.
+
+  With s the stride and (top, left) the padding,
+
+    dK[i, j, c, o] = sum over (b, p, q) of X[b, p, q, c] S[b, p, q, (i, j, o)],
+    S[b, p, q, (i, j, o)] = dY[b, (p + top - i) / s, (q + left - j) / s, o]
+                            where that is a whole output pixel, else 0:
+
+  one matmul that contracts the pixels of the input as it lies (no padded
+  or transposed copy of it) with S, kh * kw copies of dY, each placed
+  where its tap reads the input. Building S costs kh * kw * C_out values
+  per input pixel, so this is the form for few output channels (G's last
+  128 -> 3 conv: S has 27 columns against the input's 128).
+
+  Args:
+    x: the convolution's input [B, H, W, C_in].
+    kernel: its kernel [kh, kw, C_in, C_out] (only shape and dtype are read).
+    dy: the output cotangent [B, H', W', C_out].
+    stride: the convolution's stride.
+    padding: its zero padding ((top, bottom), (left, right)).
+
+  Returns:
+    dK [kh, kw, C_in, C_out], accumulated in float32.
+  """
+  kh, kw, c_in, c_out = kernel.shape
+  batch, height, width, _ = x.shape
+  _, out_h, out_w, _ = dy.shape
+  (top, _), (left, _) = padding
+  s = stride
+  zero = jnp.zeros((), dy.dtype)
+
+  def placed(i: int, j: int) -> jax.Array:
+    # dY dilated by s, its pixel (y, x) at input pixel (s y + i - top, s x + j - left).
+    low_h, low_w = i - top, j - left
+    return jax.lax.pad(dy, zero, ((0, 0, 0),
+                                  (low_h, height - low_h - s * (out_h - 1) - 1, s - 1),
+                                  (low_w, width - low_w - s * (out_w - 1) - 1, s - 1),
+                                  (0, 0, 0)))
+
+  taps = jnp.stack([placed(i, j) for i in range(kh) for j in range(kw)], axis=3)
+  taps = taps.reshape(batch * height * width, kh * kw * c_out)
+  dk = jax.lax.dot_general(taps, x.reshape(batch * height * width, c_in),
+                           (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+  return dk.reshape(kh, kw, c_out, c_in).transpose(0, 1, 3, 2).astype(kernel.dtype)
+
+
+def channels_first(x: jax.Array) -> jax.Array:
+  """x [B, H, W, C] as [C, B, H, W], by a matmul with the identity matrix.
+
+  Exact (each output is one product with 1.0 plus zeros; a non-finite
+  input spreads to its whole pixel, as it would spread through the
+  gradient anyway). XLA:CPU's transposing copy moves about 1 GB/s on the
+  2-core AVX2 CPU (16 ms standalone and 25-35 ms inside the IHN step for
+  a [1, 258, 258, 64] map); the matmul does C multiply-adds per value and
+  runs at about 100 GFLOP/s, so it is faster for up to
+  `ROWS_MATMUL_TRANSPOSE_MAX_CHANNELS` channels.
+  """
+  batch, height, width, channels = x.shape
+  eye = jnp.eye(channels, dtype=x.dtype)
+  out = jax.lax.dot_general(eye, x.reshape(-1, channels), (((1,), (1,)), ((), ())))
+  return out.reshape(channels, batch, height, width)
 
 
 def uses_taps(kernel_shape: Sequence[int], output_shape: Sequence[int]) -> bool:
@@ -440,8 +553,8 @@ def xla_gradients_of(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int
 
 def cpu_gradients(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
                   padding: Padding) -> tuple[jax.Array, jax.Array]:
-  """(dX, dK) in the forms chosen for XLA:CPU by `uses_phases`, `uses_rows`,
-  `uses_taps` and `uses_padded`."""
+  """(dX, dK) in the forms chosen for XLA:CPU by `uses_phases`, `uses_shifted`,
+  `uses_rows`, `uses_taps` and `uses_padded`."""
   if uses_phases(kernel.shape, dy.shape, stride):
     dx = input_gradient_phases(x, kernel, dy, stride, padding)
   else:
@@ -453,8 +566,10 @@ def cpu_gradients(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
 def kernel_gradient_form(kernel_shape: Sequence[int], output_shape: Sequence[int],
                          stride: int) -> str:
   """The kernel gradient XLA:CPU gets for a [kh, kw, C_in, C_out] kernel with
-  a [B, H', W', C_out] output: 'rows', 'taps', 'padded' or 'xla', the first
-  whose `uses_*` rule holds."""
+  a [B, H', W', C_out] output: 'shifted', 'rows', 'taps', 'padded' or 'xla',
+  the first whose `uses_*` rule holds."""
+  if uses_shifted(kernel_shape):
+    return "shifted"
   if uses_rows(kernel_shape, output_shape, stride):
     return "rows"
   if uses_taps(kernel_shape, output_shape):
@@ -462,8 +577,8 @@ def kernel_gradient_form(kernel_shape: Sequence[int], output_shape: Sequence[int
   return "padded" if uses_padded(output_shape) else "xla"
 
 
-_KERNEL_GRADIENTS = {"rows": kernel_gradient_rows, "taps": kernel_gradient_taps,
-                     "padded": kernel_gradient_padded, "xla": kernel_gradient_xla}
+_KERNEL_GRADIENTS = {"shifted": kernel_gradient_shifted, "rows": kernel_gradient_rows,
+                     "taps": kernel_gradient_taps, "padded": kernel_gradient_padded, "xla": kernel_gradient_xla}
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)

@@ -102,8 +102,6 @@ class InverseHalftoneNet(nn.Module):
         self.detail_features)
     project = layers.ConvKernel(1, 1, name="detail_out")(self.detail_expand)
     kernel = jnp.einsum("hwie,eo->hwio", expand, project[0, 0])
-    detail = jax.lax.conv_general_dilated(
-        x, kernel.astype(x.dtype), (1, 1), ((1, 1), (1, 1)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    detail = layers.conv(x, kernel.astype(x.dtype), padding=1)
     content, detail = precision.to_float32((content, detail))
     return content, detail, content + detail
