@@ -419,3 +419,32 @@ def test_ihn_detail_output_is_expand_conv_then_1x1_conv(tiny):
   expanded = conv(x, params["detail_expand"]["kernel"], padding=((1, 1), (1, 1)))
   expected = conv(expanded, params["detail_out"]["kernel"], padding="VALID")
   np.testing.assert_allclose(detail, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,window", [((2, 16, 16, 4), 2), ((1, 19, 13, 3), 2),
+                                          ((1, 12, 10, 2), 3)])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_max_pool_blocks_equals_flax_max_pool_with_its_gradient(shape, window, dtype):
+  """VGG19's pooling: the block maximum equals the reduce_window form bit
+  for bit, and so does its gradient, which goes to each block's first
+  maximum where several tie (post-ReLU zeros, a flat region) and is zero
+  past the last whole block."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x = np.maximum(rng.standard_normal(shape), 0.0)
+  x[:, :6, :6, 0] = 0.5  # ties of a positive value
+  x = jnp.asarray(x, dtype)
+  out_shape = (shape[0], shape[1] // window, shape[2] // window, shape[3])
+  w = jnp.asarray(rng.standard_normal(out_shape), dtype)
+  reference = lambda x: nn.max_pool(x, (window, window), strides=(window, window))
+  ours = lambda x: layers.max_pool_blocks(x, window)
+  np.testing.assert_array_equal(np.asarray(ours(x), np.float32),
+                                np.asarray(reference(x), np.float32))
+  grads = [jax.jit(jax.grad(lambda x, f=f: jnp.sum((f(x) * w).astype(jnp.float32))))(x)
+           for f in (reference, ours)]
+  assert grads[1].dtype == dtype
+  np.testing.assert_array_equal(np.asarray(grads[1], np.float32),
+                                np.asarray(grads[0], np.float32))
+  # Each block passes its cotangent on once, to one cell.
+  nonzero = np.asarray(grads[1] != 0).sum()
+  assert nonzero == np.count_nonzero(np.asarray(w))

@@ -18,6 +18,7 @@ pin down those conventions in NHWC:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -325,6 +326,67 @@ def avg_pool_blocks(x: jax.Array, window: int) -> jax.Array:
   out_h, out_w = h // window, w // window
   x = x[:, :out_h * window, :out_w * window]
   return x.reshape(b, out_h, window, out_w, window, c).mean(axis=(2, 4))
+
+
+def max_pool_blocks(x: jax.Array, window: int) -> jax.Array:
+  """MaxPool2d(window) (stride = window, no padding, floor mode) on NHWC.
+
+  The maximum of each non-overlapping block, as a reshape: the same values
+  as `flax.linen.max_pool(x, (window, window), strides=(window, window))`
+  bit for bit. Its gradient is that of the `reduce_window` form too: each
+  block's output cotangent goes to the block's first maximum in row-major
+  order (PyTorch's and XLA's select-and-scatter choice; `jnp.max` alone
+  would split it between tied maxima, which flat image regions make common
+  in VGG's features). XLA:CPU ran the select-and-scatter gradient as a
+  variadic reduce-window with an index map (iota, broadcast and the
+  reduce-window: about 130 ms of the IHN step's VGG19 pools at 256 px);
+  here it is one elementwise pass.
+
+  Args:
+    x: [B, H, W, C]; rows and columns past the last whole block are dropped
+      (their gradient is zero).
+    window: block side.
+
+  Returns:
+    [B, H // window, W // window, C].
+  """
+  return _max_pool_blocks(x, window)
+
+
+def _blocks(x: jax.Array, window: int) -> jax.Array:
+  """[B, H, W, C] -> [B, H // window, window, W // window, window, C]."""
+  b, h, w, c = x.shape
+  out_h, out_w = h // window, w // window
+  x = x[:, :out_h * window, :out_w * window]
+  return x.reshape(b, out_h, window, out_w, window, c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool_blocks(x: jax.Array, window: int) -> jax.Array:
+  return _blocks(x, window).max(axis=(2, 4))
+
+
+def _max_pool_blocks_fwd(x: jax.Array, window: int) -> tuple[jax.Array, jax.Array]:
+  return _max_pool_blocks(x, window), x
+
+
+def _max_pool_blocks_bwd(window: int, x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
+  blocks = _blocks(x, window)
+  top = blocks.max(axis=(2, 4), keepdims=True)
+  # Row-major rank of each cell in its block; the first maximum has the least.
+  rank = (np.arange(window)[:, None, None] * window
+          + np.arange(window)[None, None, :]).astype(np.int32)[:, :, :, None]
+  ranks = jnp.where(blocks == top, rank, window * window)
+  first = ranks.min(axis=(2, 4), keepdims=True)
+  # A block with a NaN has no maximum equal to its output: no cell gets it.
+  hit = (ranks == first) & (first < window * window)
+  grad = jnp.where(hit, g[:, :, None, :, None, :], jnp.zeros((), g.dtype))
+  b, h, w, c = x.shape
+  grad = grad.reshape(b, blocks.shape[1] * window, blocks.shape[3] * window, c)
+  return (jnp.pad(grad, ((0, 0), (0, h - grad.shape[1]), (0, w - grad.shape[2]), (0, 0))),)
+
+
+_max_pool_blocks.defvjp(_max_pool_blocks_fwd, _max_pool_blocks_bwd)
 
 
 def avg_pool_exclude_pad(x: jax.Array, window: int, stride: int, padding: int) -> jax.Array:

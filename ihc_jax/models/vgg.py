@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ihc_jax import weights as weights_lib
+from ihc_jax.models import layers as layers_lib
 
 # (block, number of convs) of VGG19.
 _BLOCKS = ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
@@ -149,7 +150,7 @@ class VGG19(nn.Module):
       elif name.startswith("relu"):
         x = nn.relu(x)
       else:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = layers_lib.max_pool_blocks(x, 2)
       if name in wanted:
         out[name] = x.astype(jnp.float32)
     return out
