@@ -53,14 +53,21 @@ G's last conv (3 output channels) goes to the shifted form (below). E's input
 conv at batch 4 is the one stride-1 layer where another form (padded)
 beats the rows alone.
 
-The rows form's input, transposed to [C_in, rows, B * cols], is moved by
-a matmul with the identity (`channels_first`) for up to
-`ROWS_MATMUL_TRANSPOSE_MAX_CHANNELS` channels: XLA:CPU's transposing copy
-of a [1, 258, 258, 64] map took 25-35 ms inside the IHN step (16 such
-copies, about 470 ms of its 3.4 s traced). IHN step at batch 1, the
-threshold at 64 vs 0, interleaved in one process: 2.43 vs 2.67 s (1.095x);
-64 vs 256: 1.033x; 64 vs 128: 0.994x (noise); the colour step within noise
-of all three (few of its rows layers have 64 channels or fewer).
+The rows form's input, transposed to [C_in, H, B * W], is not padded: the
+rows' zero padding is the 1-D convolution's own and the columns' is left
+out of the shifted copies of dY. XLA:CPU fused a padded input into its
+transposing copy as a loop 2-3x slower than the copy alone ([256, 132,
+132] 47 ms against 20 ms unpadded inside the colour step); colour step
+1.044x without the padding (1.665 -> 1.595 s), IHN step unchanged (2.419
+vs 2.429 s), interleaved in one process. Up to
+`ROWS_MATMUL_TRANSPOSE_MAX_CHANNELS` channels the transpose is a matmul
+with the identity (`channels_first`): XLA:CPU's transposing copy of a [1,
+258, 258, 64] map took 25-35 ms inside the IHN step (16 such copies,
+about 470 ms of its 3.4 s traced). IHN step at batch 1, the threshold at
+64 vs 0, interleaved in one process: 2.43 vs 2.67 s (1.095x) with the
+padded input, 2.31 vs 2.38 s (1.03x) without it; 64 vs 256: 1.033x; 64 vs
+128: 0.994x (noise); the colour step within noise of all three (few of
+its rows layers have 64 channels or fewer).
 
 The shifted form (`kernel_gradient_shifted`) reads the input once as it
 lies, where the others pad or transpose it, and costs kh * kw copies of
@@ -245,22 +252,30 @@ def kernel_gradient_rows(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride:
   s = stride
   rows, cols = s * (out_h - 1) + kh, s * (out_w - 1) + kw
   (top, _), (left, _) = padding
-  zero = jnp.zeros((), x.dtype)
-  # Exactly the rows and columns the windows read (a negative end crops).
-  pads = ((top, rows - x.shape[1] - top, 0), (left, cols - x.shape[2] - left, 0))
+  height, width = x.shape[1], x.shape[2]
+  bottom = rows - height - top  # negative: the last rows are never read
+  if bottom < 0:
+    x, height, bottom = x[:, :height + bottom], height + bottom, 0
+  # The input as it lies, channels first: the rows' zero padding is the
+  # convolution's, the columns' is left out of R (XLA:CPU fuses a padded
+  # input into its transposing copy, a loop 2-3x slower than the copy).
   if c_in <= ROWS_MATMUL_TRANSPOSE_MAX_CHANNELS:
-    lhs = jax.lax.pad(channels_first(x), zero, ((0, 0, 0), (0, 0, 0)) + pads)
-    lhs = lhs.transpose(0, 2, 1, 3).reshape(c_in, rows, batch * cols)
+    lhs = channels_first(x).transpose(0, 2, 1, 3)
   else:
-    lhs = jax.lax.pad(x, zero, ((0, 0, 0),) + pads + ((0, 0, 0),))
-    lhs = lhs.transpose(3, 1, 0, 2).reshape(c_in, rows, batch * cols)
+    lhs = x.transpose(3, 1, 0, 2)
+  lhs = lhs.reshape(c_in, height, batch * width)
   zero = jnp.zeros((), dy.dtype)
-  shifted = [jax.lax.pad(dy, zero, ((0, 0, 0), (0, 0, 0), (j, kw - 1 - j, s - 1),
-                                    (0, 0, 0))) for j in range(kw)]
-  rhs = jnp.stack(shifted, axis=3).transpose(1, 0, 2, 3, 4)
-  rhs = rhs.reshape(out_h, batch * cols, kw * c_out)
+
+  def placed(j: int) -> jax.Array:
+    # dY dilated by s, its column x at input column s x + j - left.
+    low = j - left
+    return jax.lax.pad(dy, zero, ((0, 0, 0), (0, 0, 0),
+                                  (low, width - low - s * (out_w - 1) - 1, s - 1), (0, 0, 0)))
+
+  rhs = jnp.stack([placed(j) for j in range(kw)], axis=3).transpose(1, 0, 2, 3, 4)
+  rhs = rhs.reshape(out_h, batch * width, kw * c_out)
   out = jax.lax.conv_general_dilated(
-      lhs, rhs, (1,), ((0, 0),), rhs_dilation=(s,),
+      lhs, rhs, (1,), ((top, bottom),), rhs_dilation=(s,),
       dimension_numbers=("NHC", "HIO", "NHC"), preferred_element_type=jnp.float32)
   return out.reshape(c_in, kh, kw, c_out).transpose(1, 2, 0, 3).astype(kernel.dtype)
 
@@ -328,10 +343,11 @@ def channels_first(x: jax.Array) -> jax.Array:
 
   Exact (each output is one product with 1.0 plus zeros; a non-finite
   input spreads to its whole pixel, as it would spread through the
-  gradient anyway). XLA:CPU's transposing copy moves about 1 GB/s on the
-  2-core AVX2 CPU (16 ms standalone and 25-35 ms inside the IHN step for
-  a [1, 258, 258, 64] map); the matmul does C multiply-adds per value and
-  runs at about 100 GFLOP/s, so it is faster for up to
+  gradient anyway). Alone, XLA:CPU's transposing copy of a [1, 256, 256,
+  64] map is faster (2.2 ms against 3.1 ms for this matmul of C
+  multiply-adds per value), but inside the IHN step the copies ran at a
+  fraction of that speed (25-35 ms each for the padded input), and the
+  step is 1.03x faster with this form for up to
   `ROWS_MATMUL_TRANSPOSE_MAX_CHANNELS` channels.
   """
   batch, height, width, channels = x.shape
