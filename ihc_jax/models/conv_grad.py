@@ -72,18 +72,19 @@ its rows layers have 64 channels or fewer).
 The shifted form (`kernel_gradient_shifted`) reads the input once as it
 lies, where the others pad or transpose it, and costs kh * kw copies of
 dY: the form for layers with few output channels. Kernel gradient alone,
-batch 1, ms, XLA's / padded / taps / rows / shifted (same CPU, 6
-December):
+batch 1, ms, XLA's / padded / taps / rows (input still padded) / shifted
+(same CPU, 6 December):
 
   G last (256 px, 128 -> 3, 3x3)              126 / 50 / 48 / 47 / 8.5
   IHN out (256 px, 64 -> 1, 3x3)              53 / 13.9 / 34 / 17.5 / 4.4
   U-Net out (256 px, 128 -> 1, 3x3)           111 / 38 / 46 / 38 / 7.7
 
 At batch 4 G's last conv takes 51 ms against XLA's 138 and the padded
-form's 218. Against the rows form on wider outputs, by the ratio of the
-shifted copies' columns to the input's channels: 256 -> 16 at 128 px
-(ratio 0.56) 11 vs 21.7 ms; 256 -> 32 (1.125) 19.8 vs 28.9; 64 -> 8
-(1.125) 26 vs 26; 64 -> 16 (2.25) 45 vs 25; 64 -> 32 (4.5) 81 vs 45. Hence
+form's 218. Against the (unpadded) rows form, by the ratio of the shifted
+copies' columns to the input's channels, ms rows vs shifted: 256 -> 16 at
+128 px (ratio 0.56) 21.9 vs 9.7; 128 -> 8 (0.56) 37.4 vs 21.2; 64 -> 4
+(0.56) 9.4 vs 10.1; 256 -> 32 (1.125) 25.5 vs 27.5; 64 -> 16 (2.25) 17.7
+vs 43.5 (benchmarks/RESULTS.md). Hence
 the rule's ratio 1. Whole colour step (G's last conv), models' forms with
 and without it, interleaved: 1.03x (1.611 -> 1.562 s; noise is about 2 %);
 loss identical.
