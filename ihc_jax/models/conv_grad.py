@@ -251,7 +251,7 @@ def kernel_gradient_rows(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride:
   kh, kw, c_in, c_out = kernel.shape
   batch, out_h, out_w, _ = dy.shape
   s = stride
-  rows, cols = s * (out_h - 1) + kh, s * (out_w - 1) + kw
+  rows = s * (out_h - 1) + kh
   (top, _), (left, _) = padding
   height, width = x.shape[1], x.shape[2]
   bottom = rows - height - top  # negative: the last rows are never read
@@ -268,10 +268,8 @@ def kernel_gradient_rows(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride:
   zero = jnp.zeros((), dy.dtype)
 
   def placed(j: int) -> jax.Array:
-    # dY dilated by s, its column x at input column s x + j - left.
-    low = j - left
     return jax.lax.pad(dy, zero, ((0, 0, 0), (0, 0, 0),
-                                  (low, width - low - s * (out_w - 1) - 1, s - 1), (0, 0, 0)))
+                                  _tap_placement(j - left, width, out_w, s), (0, 0, 0)))
 
   rhs = jnp.stack([placed(j) for j in range(kw)], axis=3).transpose(1, 0, 2, 3, 4)
   rhs = rhs.reshape(out_h, batch * width, kw * c_out)
@@ -279,6 +277,14 @@ def kernel_gradient_rows(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride:
       lhs, rhs, (1,), ((top, bottom),), rhs_dilation=(s,),
       dimension_numbers=("NHC", "HIO", "NHC"), preferred_element_type=jnp.float32)
   return out.reshape(c_in, kh, kw, c_out).transpose(1, 2, 0, 3).astype(kernel.dtype)
+
+
+def _tap_placement(offset: int, length: int, out_length: int,
+                   stride: int) -> tuple[int, int, int]:
+  """`lax.pad`'s (low, high, interior) for one axis of dY that puts its
+  element y at input position stride * y + offset (a tap's offset less the
+  padding) on an axis of `length`, zeros between; negative ends crop."""
+  return offset, length - offset - stride * (out_length - 1) - 1, stride - 1
 
 
 def uses_shifted(kernel_shape: Sequence[int]) -> bool:
@@ -325,12 +331,8 @@ def kernel_gradient_shifted(x: jax.Array, kernel: jax.Array, dy: jax.Array,
   zero = jnp.zeros((), dy.dtype)
 
   def placed(i: int, j: int) -> jax.Array:
-    # dY dilated by s, its pixel (y, x) at input pixel (s y + i - top, s x + j - left).
-    low_h, low_w = i - top, j - left
-    return jax.lax.pad(dy, zero, ((0, 0, 0),
-                                  (low_h, height - low_h - s * (out_h - 1) - 1, s - 1),
-                                  (low_w, width - low_w - s * (out_w - 1) - 1, s - 1),
-                                  (0, 0, 0)))
+    return jax.lax.pad(dy, zero, ((0, 0, 0), _tap_placement(i - top, height, out_h, s),
+                                  _tap_placement(j - left, width, out_w, s), (0, 0, 0)))
 
   taps = jnp.stack([placed(i, j) for i in range(kh) for j in range(kw)], axis=3)
   taps = taps.reshape(batch * height * width, kh * kw * c_out)

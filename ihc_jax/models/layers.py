@@ -306,6 +306,14 @@ def upsample_bilinear_2x(x: jax.Array) -> jax.Array:
   return _upsample_axis_2x(_upsample_axis_2x(x, 1), 2)
 
 
+def _blocks(x: jax.Array, window: int) -> jax.Array:
+  """[B, H, W, C] -> [B, H // window, window, W // window, window, C]."""
+  b, h, w, c = x.shape
+  out_h, out_w = h // window, w // window
+  x = x[:, :out_h * window, :out_w * window]
+  return x.reshape(b, out_h, window, out_w, window, c)
+
+
 def avg_pool_blocks(x: jax.Array, window: int) -> jax.Array:
   """AvgPool2d(window) (stride = window, no padding, floor mode) on NHWC.
 
@@ -322,10 +330,7 @@ def avg_pool_blocks(x: jax.Array, window: int) -> jax.Array:
   Returns:
     [B, H // window, W // window, C].
   """
-  b, h, w, c = x.shape
-  out_h, out_w = h // window, w // window
-  x = x[:, :out_h * window, :out_w * window]
-  return x.reshape(b, out_h, window, out_w, window, c).mean(axis=(2, 4))
+  return _blocks(x, window).mean(axis=(2, 4))
 
 
 def max_pool_blocks(x: jax.Array, window: int) -> jax.Array:
@@ -353,26 +358,22 @@ def max_pool_blocks(x: jax.Array, window: int) -> jax.Array:
   return _max_pool_blocks(x, window)
 
 
-def _blocks(x: jax.Array, window: int) -> jax.Array:
-  """[B, H, W, C] -> [B, H // window, window, W // window, window, C]."""
-  b, h, w, c = x.shape
-  out_h, out_w = h // window, w // window
-  x = x[:, :out_h * window, :out_w * window]
-  return x.reshape(b, out_h, window, out_w, window, c)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _max_pool_blocks(x: jax.Array, window: int) -> jax.Array:
   return _blocks(x, window).max(axis=(2, 4))
 
 
-def _max_pool_blocks_fwd(x: jax.Array, window: int) -> tuple[jax.Array, jax.Array]:
-  return _max_pool_blocks(x, window), x
+def _max_pool_blocks_fwd(x: jax.Array, window: int
+                         ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+  out = _max_pool_blocks(x, window)
+  return out, (x, out)
 
 
-def _max_pool_blocks_bwd(window: int, x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
+def _max_pool_blocks_bwd(window: int, residuals: tuple[jax.Array, jax.Array],
+                         g: jax.Array) -> tuple[jax.Array]:
+  x, out = residuals
   blocks = _blocks(x, window)
-  top = blocks.max(axis=(2, 4), keepdims=True)
+  top = out[:, :, None, :, None, :]
   # Row-major rank of each cell in its block; the first maximum has the least.
   rank = (np.arange(window)[:, None, None] * window
           + np.arange(window)[None, None, :]).astype(np.int32)[:, :, :, None]
