@@ -279,7 +279,7 @@ def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
   return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
 
 
-def _upsample_axis_2x(x: jax.Array, axis: int) -> jax.Array:
+def upsample_axis_2x(x: jax.Array, axis: int) -> jax.Array:
   """Linear x2 upsampling of one axis with half-pixel centres, edge-clamped."""
   n = x.shape[axis]
   before = jnp.concatenate([jax.lax.slice_in_dim(x, 0, 1, axis=axis),
@@ -303,7 +303,7 @@ def upsample_bilinear_2x(x: jax.Array) -> jax.Array:
   bilinear resize contracts every axis with a dense [2n, n] weight matrix
   (3x slower on XLA:CPU at 128 px); the two agree to float rounding.
   """
-  return _upsample_axis_2x(_upsample_axis_2x(x, 1), 2)
+  return upsample_axis_2x(upsample_axis_2x(x, 1), 2)
 
 
 def _blocks(x: jax.Array, window: int) -> jax.Array:

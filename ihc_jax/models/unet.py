@@ -8,7 +8,9 @@ i + 1):
   -> BN; level L-1: LeakyReLU -> Conv4x4 s2 p1 (no norm), optionally followed
   by a DenseNet block (3 bottlenecks, growth C/2) and a transition back to C.
 * up, level i: ReLU -> bilinear x2 -> ReflectionPad(1) -> Conv3x3 -> BN (tanh
-  instead of BN at level 0) -> Dropout at levels 4..L-2.
+  instead of BN at level 0) -> Dropout at levels 4..L-2. The middle three are
+  one `upsample_conv.UpsampleConv2d` (on maps of 64 px and more, one
+  convolution of the small map; the same numbers up to float rounding).
 * the up path of level i < L-1 consumes cat([up_{i+1}, d_i]) (the inner
   block's output first, then its input), the order the official weights
   were trained with.
@@ -28,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from ihc_jax.models import layers
+from ihc_jax.models import upsample_conv
 
 # Levels with index >= this (and < num_downs - 1) get dropout after their up
 # path: the official builds num_downs - 5 such blocks right outside the
@@ -169,10 +172,8 @@ class UNet(nn.Module):
       if level < innermost:
         out = jnp.concatenate([out, skips[level]], axis=-1)
       out = nn.relu(out)
-      out = layers.upsample_bilinear_2x(out)
       features = self.output_channels if level == 0 else feats[level - 1]
-      out = layers.Conv2d(features, 3, padding=1, padding_mode="reflect",
-                          name=f"up_{level}")(out)
+      out = upsample_conv.UpsampleConv2d(features, name=f"up_{level}")(out)
       if level == 0:
         out = jnp.tanh(out)
       else:
