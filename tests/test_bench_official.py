@@ -63,6 +63,27 @@ def test_side_by_side_on_small_shapes():
     assert torch_s > 0 and jax_s > 0
     assert ratio == pytest.approx(torch_s / jax_s, rel=0.05, abs=0.01)
   assert any(line.startswith("load average") for line in lines)
+  # The roofline: each item's GFLOP, both sides' GFLOP/s consistent with the
+  # timings above, and the ceiling from the faster side of the timed matmul.
+  from ihc_jax.bench import official  # pylint: disable=g-import-not-at-top
+  header = next(i for i, line in enumerate(lines) if line.startswith("roofline:"))
+  ceiling = float(re.search(r"float32 matmul ([\d.]+) GFLOP/s", lines[header]).group(1))
+  timings = {}
+  for line in lines[:header]:
+    for item in ("test.py (ref + 2 random)", "colour train step", official.CEILING_ITEM):
+      if line.startswith(item):
+        timings[item] = [float(v) for v in line[28:].replace("x", "").split()][:2]
+  for item, (torch_s, jax_s) in timings.items():
+    row = next(line for line in lines[header:] if line.startswith(item))
+    gflop, torch_rate, jax_rate, at_ceiling, best = (
+        float(v) for v in row[28:].replace("x", "").split())
+    assert gflop > 0
+    assert torch_rate == pytest.approx(gflop / torch_s, rel=0.02, abs=1)
+    assert jax_rate == pytest.approx(gflop / jax_s, rel=0.02, abs=1)
+    assert at_ceiling == pytest.approx(gflop / ceiling, rel=0.02, abs=2e-3)
+    assert best == pytest.approx(torch_s / at_ceiling, rel=0.05, abs=0.01)
+  matmul_torch, matmul_jax = timings[official.CEILING_ITEM]
+  assert ceiling == pytest.approx(2 * 2048**3 / 1e9 / min(matmul_torch, matmul_jax), rel=0.02)
   last = re.fullmatch(r"torch/ihc_jax: inference ([\d.]+)x, ihn_step ([\d.]+)x, "
                       r"color_step ([\d.]+)x", lines[-1])
   assert last, lines[-1]
