@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ihc_jax.models import conv_grad
 from ihc_jax.models import layers
 
 # [phase a, tap t, neighbour d + 1]: P[2i + a + t] = sum_d PHASE_MIX[a, t, d + 1] x[i + d].
@@ -37,12 +38,12 @@ PHASE_MIX = np.array([[[.75, .25, 0.], [.25, .75, 0.], [0., .75, .25]],
 # The smallest map side this form takes (`border_difference` reads x[1] and x[n - 2]).
 MIN_SIZE = 2
 # `UpsampleConv2d` takes this form for maps of at least this many px a side.
-# Measured on the 2-core AVX2 CPU (G's up steps at official widths, batch 1,
-# ms, three layers vs this form, forward / forward + both gradients): 128 px
-# 128 -> 3: 44 / 125 vs 22 / 41; 64 px 256 -> 64: 47 / 113 vs 37 / 87;
-# 32 px 512 -> 128: 39 / 84 vs 47 / 112; 16 px 1024 -> 256: 41 / 73 vs
-# 126 / 265 (XLA:CPU runs the phase convolution's 4 C_out channels on a
-# small map slowly).
+# Measured on the 2-core CPU (AVX-512 AMD EPYC; G's up steps at official
+# widths, batch 1, ms, three layers vs this form, forward / forward + both
+# gradients, interleaved): 128 px 128 -> 3: 43 / 136 vs 11 / 27; 64 px
+# 256 -> 64: 50 / 119 vs 39 / 72; 32 px 512 -> 128: 32 / 85 vs 50 / 100;
+# 16 px 1024 -> 256: 44 / 72 vs 150 / 298 (XLA:CPU runs the phase
+# convolution's 4 C_out outputs on a small map slowly).
 FUSED_MIN_SIZE = 64
 
 
@@ -92,11 +93,17 @@ def reflect_upsample(x: jax.Array, axis: int) -> jax.Array:
 def _strip_conv(start: jax.Array, end: jax.Array, kernel: jax.Array, axis: int
                 ) -> tuple[jax.Array, jax.Array]:
   """The VALID convolutions of [start, 0, 0] and [0, 0, end] (two entries
-  each along `axis`): the corrections of the first and last two outputs."""
+  each along `axis`): the corrections of the first and last two outputs.
+
+  XLA's convolution with the models' gradients, not a patch matmul: with
+  both gradients G's two outer up steps took 24 and 64 ms this way, 56 and
+  83 ms with `layers.conv_valid_matmul` (its kernel gradient, a [9 C_in,
+  C_out] product over few positions, is slow on XLA:CPU); inside the whole
+  colour step the two were within noise (2.006 vs 1.988 s)."""
   zeros = jnp.zeros_like(start)
   strips = jnp.concatenate([jnp.concatenate([start, zeros], axis=axis),
                             jnp.concatenate([zeros, end], axis=axis)], axis=0)
-  out = layers.conv_valid_matmul(strips, kernel)
+  out = conv_grad.conv(strips, kernel, 1, "VALID")
   return out[:start.shape[0]], out[start.shape[0]:]
 
 
