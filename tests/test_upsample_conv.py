@@ -100,7 +100,7 @@ def test_unet_with_the_fused_up_steps_equals_the_three_layers(monkeypatch):
   from ihc_jax.models import unet  # pylint: disable=g-import-not-at-top
   net = unet.UNet(output_channels=3, num_downs=5, ngf=4)
   x = jnp.asarray(np.random.default_rng(4).uniform(-1, 1, (1, 128, 128, 1)).astype(np.float32))
-  variables = net.init(jax.random.PRNGKey(0), x, train=False)
+  variables = jax.jit(lambda key, x: net.init(key, x, train=False))(jax.random.PRNGKey(0), x)
   assert set(variables["params"]["up_0"]) == {"kernel", "bias"}
   fused = jax.jit(lambda v, x: net.apply(v, x, train=False))(variables, x)
   monkeypatch.setattr(upsample_conv, "FUSED_MIN_SIZE", 10**6)
