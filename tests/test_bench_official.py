@@ -55,25 +55,23 @@ def test_side_by_side_on_small_shapes():
                        capture_output=True, text=True, timeout=1200, check=False)
   assert run.returncode == 0, run.stderr[-3000:]
   lines = run.stdout.strip().splitlines()
+  from ihc_jax.bench import official  # pylint: disable=g-import-not-at-top
+  timings = {}
   for item in ("forward ihn", "forward generator", "forward encoder", "forward fusion",
                "reference path", "test.py (ref + 2 random)", "IHN train step",
-               "colour train step"):
+               "colour train step", official.CEILING_ITEM):
     row = next(line for line in lines if line.startswith(item))
     torch_s, jax_s, ratio = (float(v) for v in row[28:].replace("x", "").split())
     assert torch_s > 0 and jax_s > 0
     assert ratio == pytest.approx(torch_s / jax_s, rel=0.05, abs=0.01)
+    timings[item] = torch_s, jax_s
   assert any(line.startswith("load average") for line in lines)
   # The roofline: each item's GFLOP, both sides' GFLOP/s consistent with the
   # timings above, and the ceiling from the faster side of the timed matmul.
-  from ihc_jax.bench import official  # pylint: disable=g-import-not-at-top
   header = next(i for i, line in enumerate(lines) if line.startswith("roofline:"))
   ceiling = float(re.search(r"float32 matmul ([\d.]+) GFLOP/s", lines[header]).group(1))
-  timings = {}
-  for line in lines[:header]:
-    for item in ("test.py (ref + 2 random)", "colour train step", official.CEILING_ITEM):
-      if line.startswith(item):
-        timings[item] = [float(v) for v in line[28:].replace("x", "").split()][:2]
-  for item, (torch_s, jax_s) in timings.items():
+  for item in ("test.py (ref + 2 random)", "colour train step", official.CEILING_ITEM):
+    torch_s, jax_s = timings[item]
     row = next(line for line in lines[header:] if line.startswith(item))
     gflop, torch_rate, jax_rate, at_ceiling, best = (
         float(v) for v in row[28:].replace("x", "").split())

@@ -60,12 +60,17 @@ def _take(x: jax.Array, index: int, axis: int) -> jax.Array:
   return jax.lax.index_in_dim(x, index, axis=axis, keepdims=True)
 
 
+def _pad_one(x: jax.Array, axis: int, mode: str) -> jax.Array:
+  """`jnp.pad` by one on both ends of `axis` only."""
+  pads = [(0, 0)] * x.ndim
+  pads[axis] = (1, 1)
+  return jnp.pad(x, pads, mode=mode)
+
+
 def zero_ghost_upsample(x: jax.Array, axis: int) -> jax.Array:
   """Z along `axis` (n -> 2n + 2): the interior formula with x[-1] = x[n] = 0."""
   n = x.shape[axis]
-  pads = [(0, 0)] * x.ndim
-  pads[axis] = (1, 1)
-  xp = jnp.pad(x, pads)
+  xp = _pad_one(x, axis, "constant")
   prev = jax.lax.slice_in_dim(xp, 0, n + 1, axis=axis)
   cur = jax.lax.slice_in_dim(xp, 1, n + 2, axis=axis)
   shape = list(x.shape)
@@ -85,9 +90,7 @@ def border_difference(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
 
 def reflect_upsample(x: jax.Array, axis: int) -> jax.Array:
   """R along `axis` (n -> 2n + 2): bilinear x2, then reflection by one."""
-  pads = [(0, 0)] * x.ndim
-  pads[axis] = (1, 1)
-  return jnp.pad(layers.upsample_axis_2x(x, axis), pads, mode="reflect")
+  return _pad_one(layers.upsample_axis_2x(x, axis), axis, "reflect")
 
 
 def _strip_conv(start: jax.Array, end: jax.Array, kernel: jax.Array, axis: int
