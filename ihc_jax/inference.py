@@ -53,6 +53,7 @@ import ml_collections
 import numpy as np
 
 from ihc_jax import cascade
+from ihc_jax import host_memory
 from ihc_jax import inference_inputs
 from ihc_jax import models
 from ihc_jax import pipeline_files
@@ -78,6 +79,34 @@ estimate_period = inference_inputs.estimate_period
 REFERENCE_MODES = ("sample", "mean")
 # Compiled graphs by (architecture, variable shapes, input signature).
 _COMPILED: dict[tuple[Any, ...], Any] = {}
+
+
+class _PerSignature:
+  """`jax.jit(fn)`, compiled ahead of time once per argument signature.
+
+  After each compilation the C heap's free pages go back to the OS
+  (`host_memory`), so running the networks one after another does not hold
+  every compilation's leftovers at once.
+  """
+
+  def __init__(self, fn: Callable[..., Any], static_argnums: tuple[int, ...] = ()):
+    self._jitted = jax.jit(fn, static_argnums=static_argnums)
+    self._static = frozenset(static_argnums)
+    self._compiled: dict[tuple[Any, ...], Any] = {}
+
+  def __call__(self, *args: Any) -> Any:
+    static = tuple(a for i, a in enumerate(args) if i in self._static)
+    dynamic = tuple(a for i, a in enumerate(args) if i not in self._static)
+    leaves, tree = jax.tree.flatten(dynamic)
+    signature = (static, tree, tuple(
+        (np.shape(x), np.result_type(x), getattr(x, "weak_type", False))
+        for x in leaves))
+    compiled = self._compiled.get(signature)
+    if compiled is None:
+      compiled = self._jitted.lower(*args).compile()
+      host_memory.release_free_heap()
+      self._compiled[signature] = compiled
+    return compiled(*dynamic)
 
 
 @dataclasses.dataclass
@@ -283,6 +312,7 @@ class Pipeline:
     if signature not in _COMPILED:
       _COMPILED[signature] = jax.jit(self._encode_fn).lower(
           self.variables["encoder"], prepared).compile()
+      host_memory.release_free_heap()
     mu, logvar = _COMPILED[signature](self.variables["encoder"], prepared)
     return np.asarray(mu), np.asarray(logvar)
 
@@ -311,7 +341,7 @@ class Pipeline:
     key = (self._architecture, "pieces")
     if key not in _COMPILED:
       _COMPILED[key] = {
-          name: jax.jit(fn, static_argnums=(1, 2) if name == "noise" else ())
+          name: _PerSignature(fn, static_argnums=(1, 2) if name == "noise" else ())
           for name, fn in self._network_fns().items()}
     return _COMPILED[key]
 
@@ -380,6 +410,7 @@ class Pipeline:
       _COMPILED[signature] = jitted.lower(
           self.variables, tiles, z, keys,
           intermediates=intermediates).compile()
+      host_memory.release_free_heap()
     return _COMPILED[signature]
 
   @property

@@ -10,12 +10,14 @@ reference plus two random codes, with intermediates.
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
 from ihc_jax import halftone as halftone_lib
+from ihc_jax import host_memory
 from ihc_jax import inference
 from ihc_jax.trainers import common
 from ihc_jax.trainers import defaults
@@ -86,6 +88,47 @@ def test_seeding_and_compile_cache(pipeline, halftone, reference):
   assert np.abs(a.samples - c.samples).mean() > 1e-4
   # One input signature so far in this module: compiled once.
   assert pipeline.num_compiled == 1
+
+
+def test_heap_released_after_each_compilation_only(monkeypatch, halftone,
+                                                   reference):
+  # Each network's compilation hands the C heap's free pages back to the OS
+  # (`host_memory`); calls that reuse a compiled network do not.
+  monkeypatch.setattr(inference, "_COMPILED", {})
+  releases = []
+  monkeypatch.setattr(host_memory, "release_free_heap",
+                      lambda: releases.append(1) or True)
+  pipeline = make_pipeline()
+  run(pipeline, halftone, reference, seed=1)
+  pieces = pipeline._jitted_fns()  # pylint: disable=protected-access
+  compiled = sum(len(piece._compiled) for piece in pieces.values())  # pylint: disable=protected-access
+  # Each piece for each input signature it met (the IHN twice: the tile
+  # batch's halftones, then one code's colour channels), plus the encoder.
+  assert compiled > len(pieces)
+  assert len(releases) == compiled + 1
+  run(pipeline, halftone, reference, seed=2)
+  assert len(releases) == compiled + 1
+
+
+def test_per_signature_compiles_once_per_shape_and_static_args():
+  traced = []
+
+  def fn(x, n):
+    traced.append((x.shape, n))
+    return x * n
+
+  piece = inference._PerSignature(fn, static_argnums=(1,))  # pylint: disable=protected-access
+  a, b = jnp.ones((2, 3)), jnp.ones((4, 3))
+  np.testing.assert_array_equal(piece(a, 2), np.full((2, 3), 2.0))
+  np.testing.assert_array_equal(piece(a + 1, 2), np.full((2, 3), 4.0))
+  np.testing.assert_array_equal(piece(a, 3), np.full((2, 3), 3.0))
+  np.testing.assert_array_equal(piece(b, 2), np.full((4, 3), 2.0))
+  np.testing.assert_array_equal(piece(np.ones((4, 3), np.float32), 2),
+                                np.full((4, 3), 2.0))
+  assert traced == [((2, 3), 2), ((2, 3), 3), ((4, 3), 2)]
+  # Another dtype is another signature, compiled for it.
+  out = piece(jnp.ones((2, 3), jnp.int32), 2)
+  assert out.dtype == jnp.int32 and len(traced) == 4
 
 
 def test_sequential_and_batched_graphs_agree(pipeline, halftone, reference):

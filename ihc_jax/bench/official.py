@@ -511,8 +511,11 @@ def _peak_rss_jax(size: int, seed: int) -> float:
   from ihc_jax import inference  # pylint: disable=g-import-not-at-top
   from ihc_jax import models  # pylint: disable=g-import-not-at-top
   config = models.default_model_config()
-  variables = inference.init_random_variables(config, seed=seed, image_size=size)
-  pipeline = inference.Pipeline(config, variables, image_size=size, tile_batch=1)
+  # The weights live once, in the pipeline, as in torch's modules: the numpy
+  # arrays they are copied from are not kept (as in `Pipeline.load`).
+  pipeline = inference.Pipeline(
+      config, inference.init_random_variables(config, seed=seed, image_size=size),
+      image_size=size, tile_batch=1)
   x = make_inputs(size, 1, seed)
   pipeline.colorize(x["halftone"][0, ..., 0], x["reference"][0], num_samples=2)
   return _peak_rss_gb()
