@@ -124,7 +124,8 @@ def test_kernel_grads_mode_prints_each_layer_and_the_models_choice(capsys, monke
   monkeypatch.setattr(conv_grad, "PHASES_MIN_POSITIONS", 1)
   side = int(np.ceil(np.sqrt(conv_grad.ROWS_MIN_POSITIONS)))
   conv.kernel_grads_main(2, 1, (("small s1", 6, 4, 5, 3, 1), ("thin s2", 4, 3, 8, 4, 2),
-                                ("wide s1", side, 2, conv_grad.ROWS_MIN_OUT_CHANNELS, 3, 1),
+                                ("wide s1", side, conv_grad.ROWS_MIN_IN_CHANNELS,
+                                 conv_grad.ROWS_MIN_OUT_CHANNELS, 3, 1),
                                 ("few out s1", 6, 18, 2, 3, 1)))
   lines = capsys.readouterr().out.splitlines()[1:]
   assert len(lines) == 4

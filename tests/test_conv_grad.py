@@ -146,8 +146,8 @@ def test_conv_gradients_through_rows(batch):
   gradient inside `conv`'s VJP; both gradients equal XLA's."""
   rng = np.random.default_rng(5)
   side = int(np.ceil(np.sqrt(conv_grad.ROWS_MIN_POSITIONS)))
-  x, kernel, dy = _case(rng, batch, side + 1, side, 3, conv_grad.ROWS_MIN_OUT_CHANNELS,
-                        3, 1, ((1, 1), (0, 2)))
+  x, kernel, dy = _case(rng, batch, side + 1, side, conv_grad.ROWS_MIN_IN_CHANNELS,
+                        conv_grad.ROWS_MIN_OUT_CHANNELS, 3, 1, ((1, 1), (0, 2)))
   assert conv_grad.kernel_gradient_form(kernel.shape, dy.shape, 1) == "rows"
   _assert_gradients_match_xla(x, kernel, dy, 1, ((1, 1), (0, 2)))
 
@@ -263,13 +263,20 @@ def test_thresholds_pick_by_the_channel_counts_and_the_positions():
   assert not conv_grad.uses_taps((3, 3, big, big), (1, side // 2, side // 2, big))
 
 
-def test_rows_rule_stride_one_enough_output_channels_and_pixels():
+def test_rows_rule_stride_one_enough_channels_and_pixels():
   side = int(np.ceil(np.sqrt(conv_grad.ROWS_MIN_POSITIONS)))
   wide = conv_grad.ROWS_MIN_OUT_CHANNELS
-  # The IHN's 64 -> 64 detail convs and E's 7x7 input conv.
+  deep = conv_grad.ROWS_MIN_IN_CHANNELS
+  # The IHN's 64 -> 64 detail convs and E's residual convs.
   assert conv_grad.kernel_gradient_form((3, 3, 64, 64), (1, 256, 256, 64), 1) == "rows"
-  assert conv_grad.kernel_gradient_form((7, 7, 3, 64), (4, 256, 256, 64), 1) == "rows"
-  assert conv_grad.uses_rows((3, 3, 1, wide), (1, side, side, wide), 1)
+  assert conv_grad.kernel_gradient_form((3, 3, 256, 256), (4, 64, 64, 256), 1) == "rows"
+  assert conv_grad.uses_rows((3, 3, deep, wide), (1, side, side, wide), 1)
+  # Few input channels: E's and F's 7x7 input convs, the IHN's first
+  # detail conv (halftone + noise) take the padded form.
+  assert not conv_grad.uses_rows((3, 3, deep - 1, wide), (1, side, side, wide), 1)
+  assert conv_grad.kernel_gradient_form((7, 7, 3, 64), (1, 256, 256, 64), 1) == "padded"
+  assert conv_grad.kernel_gradient_form((7, 7, 6, 64), (4, 256, 256, 64), 1) == "padded"
+  assert conv_grad.kernel_gradient_form((3, 3, 9, 64), (1, 256, 256, 64), 1) == "padded"
   # Strided convs, few output channels (too many for the shifted form's
   # copies) and small maps go on to the other rules.
   assert not conv_grad.uses_rows((4, 4, 64, 128), (1, 128, 128, 128), 2)

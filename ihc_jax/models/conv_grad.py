@@ -11,9 +11,11 @@ takes the first form whose rule holds (`kernel_gradient_form`):
   C_in (G's last 128 -> 3 conv, the IHN's and the U-Nets' 64 -> 1 and
   128 -> 1 output convs): one matmul of the input as it lies with kh * kw
   shifted copies of dY (`kernel_gradient_shifted`);
-* stride 1, at least `ROWS_MIN_OUT_CHANNELS` output channels and
-  `ROWS_MIN_POSITIONS` output pixels per image (every stride-1 conv of the
-  networks but G's last 128 -> 3 and the U-Nets' smallest maps): one 1-D
+* stride 1, at least `ROWS_MIN_IN_CHANNELS` input and
+  `ROWS_MIN_OUT_CHANNELS` output channels and `ROWS_MIN_POSITIONS` output
+  pixels per image (every stride-1 conv of the networks but G's last 128
+  -> 3, the input convs of E, F and the IHN's detail branch, and the
+  U-Nets' smallest maps): one 1-D
   convolution down the rows whose contraction runs over the image columns
   (`kernel_gradient_rows`), which XLA:CPU runs as a few large matmuls;
 * the wider strided layers: a sum over the kernel's taps of one matmul
@@ -159,6 +161,7 @@ PHASES_MIN_POSITIONS = 32 * 32
 PADDED_MIN_POSITIONS = 64 * 64
 PADDED_MAX_BATCH = 16
 PHASES_PADDED_MIN_POSITIONS = 128 * 128
+ROWS_MIN_IN_CHANNELS = 16
 ROWS_MIN_OUT_CHANNELS = 16
 ROWS_MIN_POSITIONS = 16 * 16
 ROWS_MATMUL_TRANSPOSE_MAX_CHANNELS = 64
@@ -212,9 +215,15 @@ def uses_rows(kernel_shape: Sequence[int], output_shape: Sequence[int],
   """Whether the kernel gradient of a [kh, kw, C_in, C_out] kernel with a
   [B, H', W', C_out] output and this stride is `kernel_gradient_rows` when
   lowered for CPU (else `uses_taps` and `uses_padded` decide; on every other
-  platform it is XLA's): stride 1, at least `ROWS_MIN_OUT_CHANNELS` output
-  channels and `ROWS_MIN_POSITIONS` output pixels per image."""
-  return (stride == 1 and kernel_shape[3] >= ROWS_MIN_OUT_CHANNELS
+  platform it is XLA's): stride 1, at least `ROWS_MIN_IN_CHANNELS` input
+  and `ROWS_MIN_OUT_CHANNELS` output channels, and `ROWS_MIN_POSITIONS`
+  output pixels per image.
+
+  The input channels are the rows form's batch: with few of them (E's and
+  F's 7x7 input convs, 3 and 6 channels; the IHN's first detail conv, 9)
+  its matmuls are too thin, and the padded form is 1.2-3x faster."""
+  return (stride == 1 and kernel_shape[2] >= ROWS_MIN_IN_CHANNELS
+          and kernel_shape[3] >= ROWS_MIN_OUT_CHANNELS
           and output_shape[1] * output_shape[2] >= ROWS_MIN_POSITIONS)
 
 
