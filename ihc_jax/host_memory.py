@@ -11,9 +11,9 @@ the leftovers of every compilation, and its peak memory grows with each.
 
 `Pipeline` calls `release_free_heap` after each compilation (never per call:
 the pages a run needs would then be faulted in again on every call).
-Measured on the official test.py graph at 256 px (`python -m ihc_jax.bench
-official`, peak RSS of a fresh process, benchmarks/RESULTS.md): 1.17 GB
-without, 1.06 GB with.
+Peak RSS of a fresh process running the official test.py once at 256 px
+(`python -m ihc_jax.bench official`'s memory run, benchmarks/RESULTS.md):
+1.12 GB without, 0.84 GB with (the official PyTorch code: 1.05-1.16 GB).
 
 Elsewhere than glibc (macOS, musl) there is no `malloc_trim`, and this does
 nothing.

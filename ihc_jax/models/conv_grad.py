@@ -52,8 +52,12 @@ each; benchmarks/RESULTS.md has every layer):
   G last (256 px, 128 -> 3, 3x3)              196 / 55 / 67 / 60       187 / 236 / 256 / 246
 
 G's last conv (3 output channels) goes to the shifted form (below). E's input
-conv at batch 4 is the one stride-1 layer where another form (padded)
-beats the rows alone.
+conv (3 input channels) goes to the padded form: the rows form's batch is
+the input channels, and below `ROWS_MIN_IN_CHANNELS` its matmuls are too
+thin (on the AVX-512 EPYC of 7 December, ms, rows / padded at batch 1 and
+4: E input 72 / 24 and 342 / 150; F input, 6 channels, 72 / 42 and 351 /
+284; 9 -> 64 at 256 px 28 / 18 and 132 / 110; from 16 channels the two
+trade places with the batch).
 
 The rows form's input, transposed to [C_in, H, B * W], is not padded: the
 rows' zero padding is the 1-D convolution's own and the columns' is left
