@@ -308,12 +308,10 @@ class Pipeline:
       reference = reference[None]
     prepared = np.stack([prepare_reference(r, self.image_size)
                          for r in reference])
-    signature = (self._architecture, "encoder", prepared.shape)
-    if signature not in _COMPILED:
-      _COMPILED[signature] = jax.jit(self._encode_fn).lower(
-          self.variables["encoder"], prepared).compile()
-      host_memory.release_free_heap()
-    mu, logvar = _COMPILED[signature](self.variables["encoder"], prepared)
+    key = (self._architecture, "encoder")
+    if key not in _COMPILED:
+      _COMPILED[key] = _PerSignature(self._encode_fn)
+    mu, logvar = _COMPILED[key](self.variables["encoder"], prepared)
     return np.asarray(mu), np.asarray(logvar)
 
   # -- the network graph ------------------------------------------------------

@@ -10,7 +10,6 @@ reference plus two random codes, with intermediates.
 import json
 import os
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
