@@ -30,6 +30,9 @@ def test_compare_runs_both_forms_and_the_losses_agree(monkeypatch):
   assert line.split()[:3] == ["color", "step", "models"]
   speed_up = float(line.split("speed-up")[1].split("x")[0])
   assert speed_up == pytest.approx(result["xla"] / result["models"], rel=1e-2, abs=1e-2)
+  # Counted where the OS counts them (Linux here), printed as counted.
+  assert isinstance(result["page faults"], int) and result["page faults"] >= 0
+  assert line.endswith(f"page faults per call {result['page faults']}")
 
 
 def test_main_rejects_an_unknown_step():

@@ -13,7 +13,12 @@ interleaved in one process (per step), so both see the same load; the speed-up o
 the models' form is the ratio of the medians. Random weights (official
 widths, or `--tiny`) and random inputs; no torch needed. Also prints the
 largest difference of the step's losses between the two forms (float
-rounding). Benchmark figures only: nothing here asserts a speed.
+rounding), and the minor page faults per call of the models' form: the
+pages its buffers faulted in, which glibc maps fresh on each call above its
+mmap threshold (`ihc_jax.host_memory`; run with
+`host_memory.KEEP_FREED_MEMORY_TUNABLES` as GLIBC_TUNABLES to compare
+without them). Benchmark figures only: nothing here asserts a
+speed.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ihc_jax import host_memory
 
 STEPS = ("color", "ihn")
 
@@ -98,18 +105,25 @@ def compiled_forms(name: str, model_config: Any, size: int, batch: int
 
 def time_forms(forms: dict[str, tuple[Any, tuple[Any, ...]]], repeats: int
                ) -> dict[str, float]:
-  """{'models' s, 'xla' s, 'loss difference'} of `compiled_forms`' two
-  forms: medians of `repeats` interleaved calls after one warm-up each, and
-  the largest difference of their losses (float rounding)."""
+  """{'models' s, 'xla' s, 'loss difference', 'page faults'} of
+  `compiled_forms`' two forms: medians of `repeats` interleaved calls after
+  one warm-up each, the largest difference of their losses (float
+  rounding), and the median minor page faults of the models' form per call
+  (None where the OS has no count)."""
   losses = {form: jax.tree.leaves(jax.block_until_ready(fn(*args))[1])
             for form, (fn, args) in forms.items()}
   times = {form: [] for form in forms}
+  faults = []
   for _ in range(repeats):
     for form, (fn, args) in forms.items():
+      faults_before = host_memory.minor_page_faults()
       start = time.perf_counter()
       jax.block_until_ready(fn(*args))
       times[form].append(time.perf_counter() - start)
+      if form == "models" and faults_before is not None:
+        faults.append(host_memory.minor_page_faults() - faults_before)
   out = {form: statistics.median(values) for form, values in times.items()}
+  out["page faults"] = int(statistics.median(faults)) if faults else None
   out["loss difference"] = max(float(jnp.max(jnp.abs(a - b)))
                                for a, b in zip(losses["models"], losses["xla"]))
   return out
@@ -119,7 +133,8 @@ def format_line(name: str, result: dict[str, Any]) -> str:
   """One step's printed line (times in s, speed-up of the models' form)."""
   return (f"  {name:6s} step  models {result['models']:8.3f} s  xla {result['xla']:8.3f} s  "
           f"speed-up {result['xla'] / result['models']:5.2f}x  "
-          f"loss difference {result['loss difference']:.1e}")
+          f"loss difference {result['loss difference']:.1e}  "
+          f"page faults per call {result['page faults']}")
 
 
 def main(argv: Sequence[str]) -> None:
