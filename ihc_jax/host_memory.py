@@ -26,10 +26,10 @@ them). On the 2-core EPYC VM of 7 December 2026, per call at 256 px: about
 110,000-180,000 for the IHN training step and 105,000 for the colour step.
 Keeping freed memory in one heap instead
 (`KEEP_FREED_MEMORY_TUNABLES` as `GLIBC_TUNABLES` in the environment of a
-fresh process) removes nearly all of them, but moves wall time only 1.00-1.025x (fresh
-processes alternated, medians of 6: test.py 7.87 -> 7.68 s, IHN step
-2.90 -> 2.91 s, colour step 1.89 -> 1.86 s; peak RSS 0.87 -> 0.91 GB),
-so the package leaves the C library's policy as it is. A benchmark of one
+fresh process) removes nearly all of them, but moves wall time only
+1.00-1.025x (fresh processes alternated, medians of 6: test.py 7.87 ->
+7.68 s, IHN step 2.90 -> 2.91 s, colour step 1.89 -> 1.86 s; peak RSS
+0.87 -> 0.91 GB), so the package leaves the C library's policy as it is. A benchmark of one
 layer alone is another matter: there the faults can dominate (the IHN's
 64 -> 64 detail conv forward, 17 MiB out: 36.6 ms with them, 24.6 ms
 without).

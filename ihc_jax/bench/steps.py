@@ -17,8 +17,7 @@ rounding), and the minor page faults per call of the models' form: the
 pages its buffers faulted in, which glibc maps fresh on each call above its
 mmap threshold (`ihc_jax.host_memory`; run with
 `host_memory.KEEP_FREED_MEMORY_TUNABLES` as GLIBC_TUNABLES to compare
-without them). Benchmark figures only: nothing here asserts a
-speed.
+without them). Benchmark figures only: nothing here asserts a speed.
 """
 
 from __future__ import annotations
@@ -104,7 +103,7 @@ def compiled_forms(name: str, model_config: Any, size: int, batch: int
 
 
 def time_forms(forms: dict[str, tuple[Any, tuple[Any, ...]]], repeats: int
-               ) -> dict[str, float]:
+               ) -> dict[str, Any]:
   """{'models' s, 'xla' s, 'loss difference', 'page faults'} of
   `compiled_forms`' two forms: medians of `repeats` interleaved calls after
   one warm-up each, the largest difference of their losses (float
