@@ -1,4 +1,5 @@
-"""Give freed host memory back to the operating system after a compilation.
+"""Host memory and the C library: give freed memory back to the operating
+system after a compilation, and count the page faults of a call.
 
 XLA's CPU compiler allocates its working memory through the C library's
 `malloc`, and so do the buffers of a CPU executable's run. glibc keeps what
