@@ -46,7 +46,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ihc_jax.models import conv_grad
+from ihc_jax.models import conv_grad, native
 
 
 def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -135,7 +135,8 @@ def kernel_grads_main(batch: int, repeats: int,
   gradient as XLA's and phases."""
   rng = np.random.default_rng(0)
   print(f"convolution gradients, batch {batch}, median of {repeats}, backend "
-        f"{jax.default_backend()}, ms: kernel gradient as XLA's, of the padded input, taps, rows, shifted; "
+        f"{jax.default_backend()}, ms: kernel gradient as XLA's, of the padded input, taps, rows, shifted, "
+        f"native (compiled; '-' where unavailable or not applicable); "
         f"input gradient (strided layers) as XLA's, phases; 'models' is what "
         f"ihc_jax.models.conv_grad picks on CPU")
   for name, size, c_in, c_out, k, stride in grad_layers:
@@ -149,6 +150,8 @@ def kernel_grads_main(batch: int, repeats: int,
     forms = {"xla": conv_grad.kernel_gradient_xla, "padded": conv_grad.kernel_gradient_padded,
              "taps": conv_grad.kernel_gradient_taps, "rows": conv_grad.kernel_gradient_rows,
              "shifted": conv_grad.kernel_gradient_shifted}
+    if native.available() and native.supports(kernel.shape, stride, kernel.dtype):
+      forms["native"] = conv_grad.kernel_gradient_native
     if stride > 1:
       forms.update({"dx xla": conv_grad.input_gradient_xla,
                     "dx phases": conv_grad.input_gradient_phases})
@@ -160,11 +163,12 @@ def kernel_grads_main(batch: int, repeats: int,
     out = {form: f(x, kernel, dy) for form, f in forms.items()}
     diff = max(_relative_difference(out[a], out[b])
                for a, b in (("padded", "xla"), ("taps", "xla"), ("rows", "xla"), ("shifted", "xla"),
-                            ("dx phases", "dx xla"))
+                            ("native", "xla"), ("dx phases", "dx xla"))
                if a in out)
     picked = conv_grad.kernel_gradient_form(kernel.shape, dy.shape, stride)
     line = (f"  {name:15s} {size:3d} px {c_in:4d}->{c_out:<4d} {k}x{k} s{stride}  dK "
-            + " ".join(f"{ms[form]:8.2f}" for form in ("xla", "padded", "taps", "rows", "shifted"))
+            + " ".join(f"{ms[form]:8.2f}" if form in ms else f"{'-':>8s}"
+                       for form in ("xla", "padded", "taps", "rows", "shifted", "native"))
             + f"  models: {picked:6s}")
     if stride > 1:
       dx_picked = "phases" if conv_grad.uses_phases(kernel.shape, dy.shape, stride) else "xla"

@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import jax
+
 # (substrings of the lower-cased `device_kind`, bf16/fp16 peak, fp32 peak),
 # first match wins: the more specific names come first.
 PEAK_FLOPS: tuple[tuple[tuple[str, ...], float, float | None], ...] = (
@@ -53,6 +55,22 @@ def flops_per_step(cost_analysis: Any) -> float | None:
     return None
   flops = float(cost_analysis["flops"])
   return flops if math.isfinite(flops) and flops >= 0 else None
+
+
+def lowered_for_count(fn: Any, *args: Any) -> Any:
+  """`jax.jit(fn).lower(*args)`, traced with XLA formulations of every
+  kernel gradient (`conv_grad.without_native`), for `step_flops`.
+
+  XLA's cost analysis counts no FLOPs for a custom call, so a step traced
+  with the compiled kernel gradient (`ihc_jax.models.native`, CPU only)
+  would count too few (the IHN step at 256 px: 350 against 446 GFLOP).
+  The FLOPs are the same, so the count comes from this trace; only
+  lowered, never compiled or run. `fn` is the step's Python function: a
+  fresh `jax.jit` here, since a jitted function reuses its earlier trace.
+  """
+  from ihc_jax.models import conv_grad  # pylint: disable=g-import-not-at-top
+  with conv_grad.without_native():
+    return jax.jit(fn).lower(*args)
 
 
 def step_flops(lowered: Any, compiled: Any) -> float | None:

@@ -10,7 +10,9 @@ gradients the models use (`ihc_jax.models.conv_grad`'s CPU forms: taps or
 padded kernel gradients, phases for strided input gradients) and with
 XLA's own gradients for every convolution (`conv_grad.xla_gradients`). The two run
 interleaved in one process (per step), so both see the same load; the speed-up of
-the models' form is the ratio of the medians. Random weights (official
+the models' form is the ratio of the medians. Where the compiled kernel
+gradient is available (`ihc_jax.models.native`), a third form, the models'
+without it (`conv_grad.without_native`), gives its speed-up too. Random weights (official
 widths, or `--tiny`) and random inputs; no torch needed. Also prints the
 largest difference of the step's losses between the two forms (float
 rounding), and the minor page faults per call of the models' form: the
@@ -23,6 +25,7 @@ without them). Benchmark figures only: nothing here asserts a speed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -85,27 +88,32 @@ def step_calls(name: str, model_config: Any, size: int, batch: int, seed: int = 
   return step, args
 
 
-def compiled_forms(name: str, model_config: Any, size: int, batch: int
-                   ) -> dict[str, tuple[Any, tuple[Any, ...]]]:
-  """form ('models' or 'xla') -> (compiled step, its arguments).
+def compiled_forms(name: str, model_config: Any, size: int, batch: int,
+                   with_no_native: bool = True) -> dict[str, tuple[Any, tuple[Any, ...]]]:
+  """form -> (compiled step, its arguments): 'models', 'xla' and, where the
+  compiled kernel gradient is available and `with_no_native`, 'no native'
+  (the models' forms inside `conv_grad.without_native`).
 
   Each form gets its own jitted step, traced in its own context: a jitted
   function caches its trace, so lowering one function twice would give the
   first form twice.
   """
-  from ihc_jax.models import conv_grad  # pylint: disable=g-import-not-at-top
-  step, args = step_calls(name, model_config, size, batch)
-  forms = {"models": (step.lower(*args).compile(), args)}
-  with conv_grad.xla_gradients():
-    step, args = step_calls(name, model_config, size, batch)
-    forms["xla"] = (step.lower(*args).compile(), args)
+  from ihc_jax.models import conv_grad, native  # pylint: disable=g-import-not-at-top
+  contexts = {"models": contextlib.nullcontext, "xla": conv_grad.xla_gradients}
+  if with_no_native and native.available():
+    contexts["no native"] = conv_grad.without_native
+  forms = {}
+  for form, context in contexts.items():
+    with context():
+      step, args = step_calls(name, model_config, size, batch)
+      forms[form] = (step.lower(*args).compile(), args)
   return forms
 
 
 def time_forms(forms: dict[str, tuple[Any, tuple[Any, ...]]], repeats: int
                ) -> dict[str, Any]:
-  """{'models' s, 'xla' s, 'loss difference', 'page faults'} of
-  `compiled_forms`' two forms: medians of `repeats` interleaved calls after
+  """{form: s for each form, 'loss difference', 'page faults'} of
+  `compiled_forms`' forms: medians of `repeats` interleaved calls after
   one warm-up each, the largest difference of their losses (float
   rounding), and the median minor page faults of the models' form per call
   (None where the OS has no count)."""
@@ -129,9 +137,15 @@ def time_forms(forms: dict[str, tuple[Any, tuple[Any, ...]]], repeats: int
 
 
 def format_line(name: str, result: dict[str, Any]) -> str:
-  """One step's printed line (times in s, speed-up of the models' form)."""
+  """One step's printed line (times in s, speed-up of the models' form
+  over XLA's gradients and, where timed, over the models' forms without
+  the compiled kernel gradient)."""
+  native_part = ""
+  if "no native" in result:
+    native_part = (f"  no native {result['no native']:8.3f} s  native speed-up "
+                   f"{result['no native'] / result['models']:5.2f}x")
   return (f"  {name:6s} step  models {result['models']:8.3f} s  xla {result['xla']:8.3f} s  "
-          f"speed-up {result['xla'] / result['models']:5.2f}x  "
+          f"speed-up {result['xla'] / result['models']:5.2f}x{native_part}  "
           f"loss difference {result['loss difference']:.1e}  "
           f"page faults per call {result['page faults']}")
 

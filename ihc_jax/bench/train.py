@@ -176,7 +176,9 @@ def bench_stage(stage: str, size: str = "demo", batch: int | None = None,
   lowered = step.lower(state, data, frozen, jax.random.PRNGKey(0))
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
-  flops = flops_lib.step_flops(lowered, compiled)
+  flops = flops_lib.step_flops(
+      flops_lib.lowered_for_count(trainer.train_step, state, data, frozen,
+                                  jax.random.PRNGKey(0)), compiled)
   memory = compiled.memory_analysis()
   state, metrics = compiled(state, data, frozen, jax.random.PRNGKey(0))
   jax.block_until_ready(metrics)

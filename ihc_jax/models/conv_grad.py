@@ -7,6 +7,14 @@ and the TPU's own convolution gradients), chosen at lowering by
 `jax.lax.platform_dependent`. On CPU (`cpu_gradients`) the kernel gradient
 takes the first form whose rule holds (`kernel_gradient_form`):
 
+* stride 1, float32, output channels a multiple of 16, a kernel of at
+  most `NATIVE_MAX_KERNEL_ELEMENTS` entries and at least
+  `NATIVE_MIN_POSITIONS` output pixels per image (the IHN's detail convs,
+  E's input conv, the U-Nets' up convs on the large maps), where
+  the compiled kernel is available (`ihc_jax.models.native`: built on first
+  use; `without_native()` or `IHC_JAX_NATIVE=0` turn it off): an XLA FFI
+  call that accumulates dK in register tiles from the input and dY as they
+  lie (`kernel_gradient_native`);
 * few output channels, kh * kw * C_out <= `SHIFTED_MAX_COLUMN_RATIO` *
   C_in (G's last 128 -> 3 conv, the IHN's and the U-Nets' 64 -> 1 and
   128 -> 1 output convs): one matmul of the input as it lies with kh * kw
@@ -153,10 +161,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
+
+from ihc_jax.models import native
 
 TAPS_MIN_CHANNELS = 64
 TAPS_MIN_CHANNEL_PRODUCT = 64 * 128
@@ -170,9 +181,12 @@ ROWS_MIN_OUT_CHANNELS = 16
 ROWS_MIN_POSITIONS = 16 * 16
 ROWS_MATMUL_TRANSPOSE_MAX_CHANNELS = 64
 SHIFTED_MAX_COLUMN_RATIO = 1.0
+NATIVE_MIN_POSITIONS = 16 * 16
+NATIVE_MAX_KERNEL_ELEMENTS = 2**18
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 _xla_only = False
+_native_allowed = True
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
@@ -212,6 +226,45 @@ def xla_gradients() -> Iterator[None]:
     yield
   finally:
     _xla_only = before
+
+
+@contextlib.contextmanager
+def without_native() -> Iterator[None]:
+  """Convolutions traced inside this context keep XLA formulations of the
+  kernel gradient on CPU (`kernel_gradient_form` never picks 'native'): for
+  comparisons, and where a compiled extension is not wanted. Chosen when a
+  gradient is traced, like `xla_gradients`."""
+  global _native_allowed
+  before, _native_allowed = _native_allowed, False
+  try:
+    yield
+  finally:
+    _native_allowed = before
+
+
+def uses_native(kernel_shape: Sequence[int], output_shape: Sequence[int],
+                stride: int, dtype=jnp.float32) -> bool:
+  """Whether the kernel gradient is `native.kernel_gradient` (the compiled
+  kernel) when lowered for CPU: it is available (`native.available`; not
+  inside `without_native`), takes the layer (stride 1, float32, output
+  channels a multiple of 16), the kernel has at most
+  `NATIVE_MAX_KERNEL_ELEMENTS` entries and the output at least
+  `NATIVE_MIN_POSITIONS` pixels per image.
+
+  Its accumulator, dK itself, is added to once per block of output rows;
+  beyond 2^18 floats (1 MiB) it leaves the cache, and the rows form is as
+  fast or faster at batch 1 (ms, native / rows, 2-core AVX-512 EPYC: E's
+  256 -> 256 residual convs at 64 px 31 / 27, the U-Nets' 1024 -> 256 and
+  1024 -> 512 up convs at 32 and 16 px 29 / 27 and 17 / 14, D's 4x4 256 ->
+  512 28 / 21; `python -m ihc_jax.bench conv --kernel-grads`). Up to it the
+  compiled kernel is the fastest form on every map tried from 16 px up:
+  the IHN's 64 -> 64 detail convs at 256 px 39 / 60 (batch 4: 150 / 277),
+  E's 7x7 input conv 15 / 17 (the padded form's), the U-Nets' 256 -> 64 up
+  convs at 128 px 29 / 34, 16 -> 16 at 16 px 0.06 / 0.16."""
+  return (_native_allowed and native.supports(kernel_shape, stride, dtype)
+          and math.prod(kernel_shape) <= NATIVE_MAX_KERNEL_ELEMENTS
+          and output_shape[1] * output_shape[2] >= NATIVE_MIN_POSITIONS
+          and native.available())
 
 
 def uses_rows(kernel_shape: Sequence[int], output_shape: Sequence[int],
@@ -591,15 +644,18 @@ def cpu_gradients(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
     dx = input_gradient_phases(x, kernel, dy, stride, padding)
   else:
     dx = input_gradient_xla(x, kernel, dy, stride, padding)
-  form = _KERNEL_GRADIENTS[kernel_gradient_form(kernel.shape, dy.shape, stride)]
-  return dx, form(x, kernel, dy, stride, padding)
+  form = kernel_gradient_form(kernel.shape, dy.shape, stride,
+                              jnp.result_type(x.dtype, kernel.dtype, dy.dtype))
+  return dx, _KERNEL_GRADIENTS[form](x, kernel, dy, stride, padding)
 
 
 def kernel_gradient_form(kernel_shape: Sequence[int], output_shape: Sequence[int],
-                         stride: int) -> str:
+                         stride: int, dtype=jnp.float32) -> str:
   """The kernel gradient XLA:CPU gets for a [kh, kw, C_in, C_out] kernel with
-  a [B, H', W', C_out] output: 'shifted', 'rows', 'taps', 'padded' or 'xla',
-  the first whose `uses_*` rule holds."""
+  a [B, H', W', C_out] output: 'native', 'shifted', 'rows', 'taps', 'padded'
+  or 'xla', the first whose `uses_*` rule holds."""
+  if uses_native(kernel_shape, output_shape, stride, dtype):
+    return "native"
   if uses_shifted(kernel_shape):
     return "shifted"
   if uses_rows(kernel_shape, output_shape, stride):
@@ -609,7 +665,15 @@ def kernel_gradient_form(kernel_shape: Sequence[int], output_shape: Sequence[int
   return "padded" if uses_padded(output_shape) else "xla"
 
 
-_KERNEL_GRADIENTS = {"shifted": kernel_gradient_shifted, "rows": kernel_gradient_rows,
+def kernel_gradient_native(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
+                           padding: Padding) -> jax.Array:
+  """`native.kernel_gradient` (stride 1 only) with the forms' signature."""
+  if stride != 1:
+    raise ValueError(f"the compiled kernel gradient is for stride 1, got {stride}")
+  return native.kernel_gradient(x, kernel, dy, padding).astype(kernel.dtype)
+
+
+_KERNEL_GRADIENTS = {"native": kernel_gradient_native, "shifted": kernel_gradient_shifted, "rows": kernel_gradient_rows,
                      "taps": kernel_gradient_taps, "padded": kernel_gradient_padded, "xla": kernel_gradient_xla}
 
 
