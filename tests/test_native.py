@@ -168,6 +168,9 @@ def test_an_unbuildable_kernel_falls_back_with_one_warning(monkeypatch, tmp_path
   warnings = [r for r in caplog.records if "kernel gradient is unavailable" in r.getMessage()]
   assert len(warnings) == 1 and "no-such-compiler-ihc" in warnings[0].getMessage()
   assert conv_grad.kernel_gradient_form((3, 3, 64, 64), (1, 256, 256, 64), 1) == "rows"
+  with pytest.raises(native.BuildError, match="unavailable"):
+    native.kernel_gradient(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 16)),
+                           jnp.zeros((1, 4, 4, 16)), ((1, 1), (1, 1)))
 
 
 def test_cache_key_follows_the_cpu_and_the_compiler(monkeypatch, tmp_path):
@@ -181,3 +184,24 @@ def test_cache_key_follows_the_cpu_and_the_compiler(monkeypatch, tmp_path):
   second = native.library_path()
   monkeypatch.setenv("CXX", "clang++")
   assert len({first, second, native.library_path()}) == 3
+
+
+@needs_native
+def test_flop_counts_come_from_the_xla_forms():
+  """XLA's cost analysis counts no FLOPs in the custom call (for this
+  small graph it gives up: -1, read as no count): `flops.lowered_for_count`
+  traces with XLA's forms, so a step's count is the same with the compiled
+  kernel as without it."""
+  from ihc_jax.bench import flops  # pylint: disable=g-import-not-at-top
+  x = jnp.ones((1, 32, 32, 16), jnp.float32)
+  kernel = jnp.ones((3, 3, 16, 16), jnp.float32)
+  step = lambda x, k: jax.grad(lambda k: jnp.sum(conv_grad.conv(x, k, 1, ((1, 1), (1, 1)))))(k)
+  count = lambda lowered: flops.flops_per_step(lowered.cost_analysis())
+  with_native = count(jax.jit(step).lower(x, kernel))
+  counted = count(flops.lowered_for_count(step, x, kernel))
+  with conv_grad.without_native():  # a new function: JAX caches traces by function
+    without = count(jax.jit(lambda x, k: step(x, k)).lower(x, kernel))
+  kernel_gradient = 2 * 32 * 32 * 9 * 16 * 16  # one multiply-add per tap, pixel and channel pair
+  assert counted is not None and counted == without
+  assert with_native is None or counted - with_native >= 0.8 * kernel_gradient
+  assert counted >= 0.9 * kernel_gradient  # (the forward conv is unused: a sum's gradient)

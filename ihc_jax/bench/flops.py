@@ -65,12 +65,13 @@ def lowered_for_count(fn: Any, *args: Any) -> Any:
   with the compiled kernel gradient (`ihc_jax.models.native`, CPU only)
   would count too few (the IHN step at 256 px: 350 against 446 GFLOP).
   The FLOPs are the same, so the count comes from this trace; only
-  lowered, never compiled or run. `fn` is the step's Python function: a
-  fresh `jax.jit` here, since a jitted function reuses its earlier trace.
+  lowered, never compiled or run. JAX caches traces by function, so `fn`
+  is traced through a new wrapper: `jax.jit(fn)` again would reuse a trace
+  made with the kernel.
   """
   from ihc_jax.models import conv_grad  # pylint: disable=g-import-not-at-top
   with conv_grad.without_native():
-    return jax.jit(fn).lower(*args)
+    return jax.jit(lambda *a: fn(*a)).lower(*args)  # pylint: disable=unnecessary-lambda
 
 
 def step_flops(lowered: Any, compiled: Any) -> float | None:

@@ -256,7 +256,9 @@ def uses_native(kernel_shape: Sequence[int], output_shape: Sequence[int],
   fast or faster at batch 1 (ms, native / rows, 2-core AVX-512 EPYC: E's
   256 -> 256 residual convs at 64 px 31 / 27, the U-Nets' 1024 -> 256 and
   1024 -> 512 up convs at 32 and 16 px 29 / 27 and 17 / 14, D's 4x4 256 ->
-  512 28 / 21; `python -m ihc_jax.bench conv --kernel-grads`). Up to it the
+  512 28 / 21; `python -m ihc_jax.bench conv --kernel-grads`; at batch 4
+  the kernel is faster on the first two, 110 / 139 and 107 / 113, but the
+  bound follows batch 1, the official benchmark's). Up to it the
   compiled kernel is the fastest form on every map tried from 16 px up:
   the IHN's 64 -> 64 detail convs at 256 px 39 / 60 (batch 4: 150 / 277),
   E's 7x7 input conv 15 / 17 (the padded form's), the U-Nets' 256 -> 64 up
@@ -673,8 +675,9 @@ def kernel_gradient_native(x: jax.Array, kernel: jax.Array, dy: jax.Array, strid
   return native.kernel_gradient(x, kernel, dy, padding).astype(kernel.dtype)
 
 
-_KERNEL_GRADIENTS = {"native": kernel_gradient_native, "shifted": kernel_gradient_shifted, "rows": kernel_gradient_rows,
-                     "taps": kernel_gradient_taps, "padded": kernel_gradient_padded, "xla": kernel_gradient_xla}
+_KERNEL_GRADIENTS = {"native": kernel_gradient_native, "shifted": kernel_gradient_shifted,
+                     "rows": kernel_gradient_rows, "taps": kernel_gradient_taps,
+                     "padded": kernel_gradient_padded, "xla": kernel_gradient_xla}
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)

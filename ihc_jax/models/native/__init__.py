@@ -183,11 +183,19 @@ def kernel_gradient(x: jax.Array, kernel: jax.Array, dy: jax.Array,
 
   Returns:
     dK [kh, kw, C_in, C_out], float32.
+
+  Raises:
+    ValueError: for inputs it does not take (see `supports`).
+    BuildError: where the kernel could not be built or loaded (the warning
+      logged says why).
   """
   if not supports(kernel.shape, 1, x.dtype) or dy.dtype != jnp.float32:
     raise ValueError(f"the compiled kernel gradient takes float32 and output channels "
                      f"a multiple of {OUT_CHANNEL_MULTIPLE}, got {x.dtype}, {dy.dtype} "
                      f"and kernel {tuple(kernel.shape)}")
+  if not _registered():
+    raise BuildError("the compiled kernel gradient is unavailable (the warning logged "
+                     "says why); conv_grad's XLA forms compute the same gradient")
   call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(kernel.shape, jnp.float32),
                           vmap_method="sequential")
   return call(x, dy, pad_top=np.int64(padding[0][0]), pad_left=np.int64(padding[1][0]))
