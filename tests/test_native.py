@@ -59,7 +59,8 @@ def test_kernel_gradient_matches_the_definition(batch, h, w, c_in, c_out, kh, kw
   assert got.shape == want.shape and got.dtype == jnp.float32
   np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=2e-5 * np.abs(want).max(initial=1))
   # As close to the float64 sum as XLA's own float32 kernel gradient.
-  xla = np.asarray(conv_grad.kernel_gradient_xla(jnp.asarray(x), kernel, jnp.asarray(dy), 1, padding))
+  xla = np.asarray(conv_grad.kernel_gradient_xla(jnp.asarray(x), kernel, jnp.asarray(dy), 1,
+                                                 padding))
   assert np.abs(np.asarray(got) - want).max() <= 4 * np.abs(xla - want).max() + 1e-6
 
 

@@ -67,7 +67,8 @@ def lowered_for_count(fn: Any, *args: Any) -> Any:
   The FLOPs are the same, so the count comes from this trace; only
   lowered, never compiled or run. JAX caches traces by function, so `fn`
   is traced through a new wrapper: `jax.jit(fn)` again would reuse a trace
-  made with the kernel.
+  made with the kernel. `fn` is the step's Python function (a
+  `jax.jit`-ed one inside would keep its own earlier trace).
   """
   from ihc_jax.models import conv_grad  # pylint: disable=g-import-not-at-top
   with conv_grad.without_native():

@@ -12,8 +12,8 @@ XLA's own gradients for every convolution (`conv_grad.xla_gradients`). The two r
 interleaved in one process (per step), so both see the same load; the speed-up of
 the models' form is the ratio of the medians. Where the compiled kernel
 gradient is available (`ihc_jax.models.native`), a third form, the models'
-without it (`conv_grad.without_native`), gives its speed-up too. Random weights (official
-widths, or `--tiny`) and random inputs; no torch needed. Also prints the
+without it (`conv_grad.without_native`), gives its speed-up too. Random
+weights (official widths, or `--tiny`) and random inputs; no torch needed. Also prints the
 largest difference of the step's losses between the two forms (float
 rounding), and the minor page faults per call of the models' form: the
 pages its buffers faulted in, which glibc maps fresh on each call above its

@@ -103,25 +103,16 @@ inline void Tile(const float* __restrict xs, const float* __restrict dy,
 using TileFn = void (*)(const float*, const float*, int64_t, int64_t, int64_t,
                         int64_t, int64_t, int64_t, int64_t, int64_t, float*);
 
-template <int R>
-TileFn TileFor(int64_t vecs) {
-  switch (vecs) {
-    case 1: return Tile<R, 1>;
-    case 2: return Tile<R, 2>;
-    case 3: return Tile<R, kMaxVecs >= 3 ? 3 : 1>;
-    default: return Tile<R, kMaxVecs>;
-  }
-}
-
+// The tile for `rows` <= R input channels and `vecs` <= V output vectors.
+template <int R = kRows, int V = kMaxVecs>
 TileFn TileFor(int64_t rows, int64_t vecs) {
-  switch (rows) {
-    case 1: return TileFor<1>(vecs);
-    case 2: return TileFor<2>(vecs);
-    case 3: return TileFor<3>(vecs);
-    case 4: return TileFor<4>(vecs);
-    case 5: return TileFor<5>(vecs);
-    default: return TileFor<6>(vecs);
+  if constexpr (R > 1) {
+    if (rows < R) return TileFor<R - 1, V>(rows, vecs);
   }
+  if constexpr (V > 1) {
+    if (vecs < V) return TileFor<R, V - 1>(rows, vecs);
+  }
+  return Tile<R, V>;
 }
 
 // Accumulates tiles [first, last) of every chunk into dk (zeroed before).
@@ -177,7 +168,7 @@ struct Work {
   std::condition_variable cv;
   int64_t done = 0;
 
-  // Runs parts until none is left; true if this caller ran any.
+  // Runs parts until none is left, and counts those this caller ran as done.
   void RunParts() {
     const int64_t tiles = shape.tiles();
     int64_t ran = 0;
