@@ -76,18 +76,8 @@ def op_layers(hlo_text: str) -> dict[str, tuple[str, str]]:
 
 def trace_op_times(fn: Callable[[], Any], calls: int,
                    op_names: Collection[str]) -> dict[str, float]:
-  """Op name -> seconds per call, from a profiler trace of `calls` calls.
-
-  Only events named like an op of the compiled module (`op_names`) count:
-  the trace also holds the executor's own spans, thread-pool waits and the
-  Python calls around them. An op ends at its `end: <op>` event where the
-  trace has one: XLA:CPU runs some ops asynchronously (its Eigen
-  convolutions, e.g. `conv_grad.kernel_gradient_rows`' 1-D convolutions),
-  whose own event only spans their dispatch. The trace misses some `end:`
-  events (one or two in three calls of a lone convolution), and such a call
-  counts its dispatch only: asynchronous ops can still come out low. Ops that
-  overlap each count in full, so the sum can exceed the wall time.
-  """
+  """Op name -> seconds per call, from a profiler trace of `calls` calls
+  (`op_times_from_events` reads the trace)."""
   with tempfile.TemporaryDirectory() as logdir:
     with jax.profiler.trace(logdir, create_perfetto_trace=True):
       for _ in range(calls):
@@ -97,11 +87,40 @@ def trace_op_times(fn: Callable[[], Any], calls: int,
       raise RuntimeError(f"jax.profiler wrote no perfetto trace under {logdir}")
     with gzip.open(files[0]) as f:
       events = json.load(f)["traceEvents"]
+  return op_times_from_events(events, calls, op_names)
+
+
+def op_times_from_events(events: Sequence[dict[str, Any]], calls: int,
+                         op_names: Collection[str]) -> dict[str, float]:
+  """Op name -> seconds per call from the events of a perfetto trace.
+
+  Only events of an op of the compiled module count: the trace also holds
+  the executor's own spans, thread-pool waits and the Python calls around
+  them. On CPU an event is named after its op (XLA:CPU runs each fusion,
+  convolution or library call as one "thunk"). On GPU the events are the
+  device's kernels, named after the kernel (a cuDNN or cuBLAS kernel has
+  its library's name), and the op that launched one is its `hlo_op`
+  argument: an op's kernels are summed. (Kernels run inside an XLA:GPU
+  command buffer may carry no op; `XLA_FLAGS=--xla_gpu_enable_command_buffer=`
+  keeps them attributed.)
+
+  An op ends at its `end: <op>` event where the trace has one: XLA:CPU runs
+  some ops asynchronously (its Eigen convolutions, e.g.
+  `conv_grad.kernel_gradient_rows`' 1-D convolutions), whose own event only
+  spans their dispatch. The trace misses some `end:` events (one or two in
+  three calls of a lone convolution), and such a call counts its dispatch
+  only: asynchronous ops can still come out low. Ops that overlap each
+  count in full, so the sum can exceed the wall time.
+  """
   spans, ends = collections.defaultdict(list), collections.defaultdict(list)
   for event in events:
     if event.get("ph") != "X":
       continue
     name = event.get("name", "")
+    if name not in op_names:
+      launched_by = (event.get("args") or {}).get("hlo_op")
+      if launched_by in op_names and not name.startswith("end: "):
+        name = launched_by
     if name in op_names:
       spans[name].append((event["ts"], event["ts"] + event["dur"]))
     elif name.startswith("end: ") and name[5:] in op_names:
@@ -120,6 +139,42 @@ def trace_op_times(fn: Callable[[], Any], calls: int,
       total += stop - start
     totals[name] = total * 1e-6 / calls
   return totals
+
+
+# Name-stack entries that are transformations or control flow, not a scope.
+_WRAPPERS = re.compile(r"cond|while|body|closed_call|branch_\d+_fun|checkpoint|remat"
+                       r"|rematted_computation|jit\(.*|")
+
+
+def op_scope(layer: str) -> tuple[str, str]:
+  """(scope, pass) of an op from its layer path (`op_layers`).
+
+  The scope is the first entry of the name stack below the jitted
+  function's own that names a module or a `jax.named_scope` (`VGG19`,
+  `ColorizationNet`, `histogram`, ...), with transformations (`jvp(...)`,
+  `transpose(...)`) and control flow (`while/body`, `cond`) looked
+  through; the pass is 'backward' for ops of a transposed (reverse-mode)
+  computation, else 'forward'. The path's last entry is the op's primitive
+  (`add`, `conv_general_dilated`); ops outside every scope are
+  '(unscoped)'.
+  """
+  entries = layer.split("/")[:-1]
+  for entry in entries[1:] if entries and entries[0].startswith("jit(") else entries:
+    name = re.sub(r"^((transpose|jvp|vmap|checkpoint)\()+|\)+$", "", entry)
+    if not _WRAPPERS.fullmatch(name):
+      break
+  else:
+    name = "(unscoped)"
+  return name, "backward" if "transpose(" in layer else "forward"
+
+
+def scope_times(ops: dict[str, float], layers: dict[str, tuple[str, str]]
+                ) -> dict[tuple[str, str], float]:
+  """(scope, pass) -> seconds per call, summed over `ops` (`op_scope`)."""
+  totals: dict[tuple[str, str], float] = collections.defaultdict(float)
+  for name, seconds in ops.items():
+    totals[op_scope(layers.get(name, ("", ""))[1])] += seconds
+  return dict(totals)
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:

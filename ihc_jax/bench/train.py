@@ -12,6 +12,12 @@ the compute dtype.
   python -m ihc_jax.bench train --stage color --size paper  # 256 px, official widths
   python -m ihc_jax.bench train --stage all --steps 3
   python -m ihc_jax.bench train --stage color --size paper --dtype bfloat16
+  python -m ihc_jax.bench train --stage color --size paper --profile 3
+
+`--profile N` traces N more steps with `jax.profiler` and prints their op
+time by scope (`profile.op_scope`: the networks' modules and the steps'
+named scopes, forward and backward) and the `--top` slowest ops
+(`print_profile`).
 
 `--dtype` sets the compute dtype of every network of the stage, the frozen
 ones included (`config.model.<net>.dtype`).
@@ -39,6 +45,7 @@ import numpy as np
 from ihc_jax import models
 from ihc_jax import weights
 from ihc_jax.bench import flops as flops_lib
+from ihc_jax.bench import profile as profile_lib
 from ihc_jax.tools import convert_weights
 from ihc_jax.trainers import chain
 from ihc_jax.trainers import common
@@ -138,7 +145,8 @@ def random_frozen_stage(stage: str, size: str = "demo",
 
 
 def bench_stage(stage: str, size: str = "demo", batch: int | None = None,
-                steps: int = 5, dtype: str = "float32") -> dict[str, Any]:
+                steps: int = 5, dtype: str = "float32",
+                profile_calls: int = 0) -> dict[str, Any]:
   """Times `steps` train steps of `stage` after one compile+warm-up step.
 
   Args:
@@ -147,11 +155,15 @@ def bench_stage(stage: str, size: str = "demo", batch: int | None = None,
     batch: global batch (default: the config's).
     steps: timed steps.
     dtype: compute dtype of every network, frozen ones included.
+    profile_calls: if positive, that many more steps run under
+      `jax.profiler` after the timed ones (`profile.trace_op_times`).
 
   Returns:
     steps_per_s, images_per_s, flops_per_step (NaN when XLA has no count),
     achieved_flops_per_s, mfu (None when the device's peak is unknown),
-    peak_memory_bytes, compile_s, host_max_rss_bytes.
+    peak_memory_bytes, compile_s, host_max_rss_bytes; with `profile_calls`
+    also op_seconds (op -> seconds per step) and op_layers (op -> (output
+    shape, layer path)).
   """
   config = stage_config(stage, size, batch, dtype)
   module = importlib.import_module(f"ihc_jax.trainers.{stage}")
@@ -197,7 +209,18 @@ def bench_stage(stage: str, size: str = "demo", batch: int | None = None,
     peak = float("nan")
   flops = float("nan") if flops is None else flops
   achieved = flops / seconds
-  return {"steps_per_s": 1.0 / seconds, "images_per_s": b / seconds,
+  extra = {}
+  if profile_calls > 0:
+    carried = [state]
+
+    def run() -> Any:
+      carried[0], out = compiled(carried[0], data, frozen, jax.random.PRNGKey(steps + 1))
+      return out
+
+    layers = profile_lib.op_layers(compiled.as_text())
+    extra = {"op_seconds": profile_lib.trace_op_times(run, profile_calls, layers),
+             "op_layers": layers}
+  return {**extra, "steps_per_s": 1.0 / seconds, "images_per_s": b / seconds,
           "flops_per_step": flops, "achieved_flops_per_s": achieved,
           "mfu": flops_lib.mfu(achieved, jax.devices()[0].device_kind, dtype),
           "peak_memory_bytes": peak, "compile_s": compile_s,
@@ -216,6 +239,11 @@ def main(argv: Sequence[str]) -> None:
   parser.add_argument("--steps", type=int, default=5, help="timed steps")
   parser.add_argument("--dtype", default="float32", choices=models.DTYPE_NAMES,
                       help="compute dtype of every network (default float32)")
+  parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                      help="trace this many more steps and print where their "
+                      "time goes, by scope and by op")
+  parser.add_argument("--top", type=int, default=20,
+                      help="ops listed with --profile")
   args = parser.parse_args(list(argv))
   stages = STAGES if args.stage == "all" else (args.stage,)
   kind = jax.devices()[0].device_kind
@@ -224,7 +252,8 @@ def main(argv: Sequence[str]) -> None:
         + (f"peak {peak / 1e12:.1f} TFLOP/s per device" if peak else
            "peak FLOP/s unknown for this device, no MFU"))
   for stage in stages:
-    r = bench_stage(stage, args.size, args.batch, args.steps, args.dtype)
+    r = bench_stage(stage, args.size, args.batch, args.steps, args.dtype,
+                    profile_calls=args.profile)
     config = stage_config(stage, args.size, args.batch)
     mfu = "" if r["mfu"] is None else f", MFU {100 * r['mfu']:.1f}%"
     print(f"{stage:7s} {args.size} {config.data.image_size}px "
@@ -234,3 +263,27 @@ def main(argv: Sequence[str]) -> None:
           f"({r['flops_per_step'] / 1e9:.2f} GFLOP/step){mfu}, peak memory "
           f"{r['peak_memory_bytes'] / 2**20:.0f} MiB, compile "
           f"{r['compile_s']:.1f} s")
+    if args.profile:
+      print_profile(r["op_seconds"], r["op_layers"], 1.0 / r["steps_per_s"], args.top)
+
+
+def print_profile(ops: dict[str, float], layers: dict[str, tuple[str, str]],
+                  step_s: float, top: int) -> None:
+  """Prints a step's traced op time by scope and pass, then its `top` ops.
+
+  Ops that run at once (XLA:CPU's thunks on its thread pool, GPU streams)
+  each count in full, so the shares are of the traced sum, which can exceed
+  the step's wall time.
+  """
+  traced = sum(ops.values())
+  print(f"  ops traced {traced * 1e3:.1f} ms per step (wall {step_s * 1e3:.1f} ms), "
+        f"{len(ops)} ops")
+  print(f"  {'ms':>9s} {'share':>6s}  scope (pass)")
+  for (scope, direction), value in sorted(profile_lib.scope_times(ops, layers).items(),
+                                          key=lambda kv: -kv[1]):
+    print(f"  {value * 1e3:9.2f} {value / traced:6.1%}  {scope} ({direction})")
+  print(f"  {'ms':>9s} {'share':>6s}  {'op':28s} {'output':30s} layer")
+  for name, value in sorted(ops.items(), key=lambda kv: -kv[1])[:top]:
+    shape, layer = layers.get(name, ("?", "?"))
+    print(f"  {value * 1e3:9.2f} {value / traced:6.1%}  {name[:28]:28s} "
+          f"{shape[:30]:30s} {layer[-80:]}")

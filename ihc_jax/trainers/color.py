@@ -331,27 +331,31 @@ def _critic_terms(params: dict[str, Any], variables: dict[str, Any],
   # Latent regression updates G only (as BicycleGAN): E is applied with
   # frozen parameters to outputs of constant codes (`_generate`), so E
   # cannot satisfy the term by shrinking both sides.
-  mu_hat, _ = nets.encoder.apply(
-      {"params": jax.lax.stop_gradient(params["encoder"])}, g["for_latent"])
-  terms = {"latent": (
-      losses.latent_loss(jax.lax.stop_gradient(g["z_ref"]), mu_hat[:b])
-      + losses.latent_loss(g["z_r1"], mu_hat[b:]))}
+  with jax.named_scope("latent"):
+    mu_hat, _ = nets.encoder.apply(
+        {"params": jax.lax.stop_gradient(params["encoder"])}, g["for_latent"])
+    terms = {"latent": (
+        losses.latent_loss(jax.lax.stop_gradient(g["z_ref"]), mu_hat[:b])
+        + losses.latent_loss(g["z_r1"], mu_hat[b:]))}
   if "adversarial" in active:
-    fake_logits = nets.discriminator.apply(
-        variables["discriminator"], jnp.concatenate([g["rec"], g["rand1"]]),
-        jnp.concatenate([g["z_rec"], g["z_r1"]]), train=True,
-        mutable=["batch_stats"])[0]
-    terms["adversarial"] = losses.generator_adversarial_loss(
-        fake_logits, mode=config.adversarial_mode)
+    with jax.named_scope("adversarial"):
+      fake_logits = nets.discriminator.apply(
+          variables["discriminator"], jnp.concatenate([g["rec"], g["rand1"]]),
+          jnp.concatenate([g["z_rec"], g["z_r1"]]), train=True,
+          mutable=["batch_stats"])[0]
+      terms["adversarial"] = losses.generator_adversarial_loss(
+          fake_logits, mode=config.adversarial_mode)
   if "self_similarity" in active:
-    terms["self_similarity"] = losses.self_similarity_loss(
-        jnp.concatenate([g["rec"], g["ref"], g["rand1"]]),
-        jnp.concatenate([image] * 3))
+    with jax.named_scope("self_similarity"):
+      terms["self_similarity"] = losses.self_similarity_loss(
+          jnp.concatenate([g["rec"], g["ref"], g["rand1"]]),
+          jnp.concatenate([image] * 3))
   if "histogram" in active:
-    hists = _histograms(nets, frozen, jnp.concatenate([g["rec"], g["ref"]]))
-    targets = jax.lax.stop_gradient(_histograms(
-        nets, frozen, jnp.concatenate([image, data["reference"]])))
-    terms["histogram"] = losses.histogram_loss_from_histograms(hists, targets)
+    with jax.named_scope("histogram"):
+      hists = _histograms(nets, frozen, jnp.concatenate([g["rec"], g["ref"]]))
+      targets = jax.lax.stop_gradient(_histograms(
+          nets, frozen, jnp.concatenate([image, data["reference"]])))
+      terms["histogram"] = losses.histogram_loss_from_histograms(hists, targets)
   return terms
 
 
@@ -388,7 +392,8 @@ def generator_losses(params: dict[str, Any], variables: dict[str, Any],
                                                  data["color_halftone"]),
       "kl": losses.kl_loss(g["mu"], g["logvar"]),
   }
-  terms.update(_feature_terms(g, data, frozen, active, config=config))
+  with jax.named_scope("vgg_terms"):
+    terms.update(_feature_terms(g, data, frozen, active, config=config))
   terms.update(_critic_terms(params, variables, g, data, frozen, active,
                              nets=nets, config=config))
   terms = {name: value for name, value in terms.items() if name in active}
@@ -440,7 +445,8 @@ def train_step(state: common.TrainState, batch: dict[str, jax.Array],
   `config.loss`, see `generator_losses`.
   """
   data_key, g_key = jax.random.split(rng)
-  data = prepare(batch, frozen, data_key, nets=nets, config=config)
+  with jax.named_scope("prepare"):
+    data = prepare(batch, frozen, data_key, nets=nets, config=config)
   params = {name: state.variables[name]["params"]
             for name in ("encoder", "generator")}
   (g_total, (weighted, g_stats, fakes)), g_grads = jax.value_and_grad(
@@ -452,10 +458,11 @@ def train_step(state: common.TrainState, batch: dict[str, jax.Array],
   out = dict(weighted, loss=g_total)
   checked = [g_total]
   if config.loss.adversarial > 0:
-    (d_loss, d_stats), d_grads = jax.value_and_grad(
-        discriminator_loss, has_aux=True)(
-            state.variables["discriminator"]["params"], state.variables,
-            data, fakes, nets=nets, config=config)
+    with jax.named_scope("discriminator_loss"):
+      (d_loss, d_stats), d_grads = jax.value_and_grad(
+          discriminator_loss, has_aux=True)(
+              state.variables["discriminator"]["params"], state.variables,
+              data, fakes, nets=nets, config=config)
     grads["discriminator"] = d_grads
     batch_stats["discriminator"] = d_stats
     out["discriminator_loss"] = d_loss

@@ -165,6 +165,15 @@ def guarded_update(state: TrainState,
   Returns:
     (new state, {'nonfinite': 1.0 if the update was skipped else 0.0}).
   """
+  with jax.named_scope("update"):
+    return _guarded_update(state, optimizers, grads, new_batch_stats, losses)
+
+
+def _guarded_update(state: TrainState,
+                    optimizers: Mapping[str, optax.GradientTransformation],
+                    grads: Mapping[str, Any], new_batch_stats: Mapping[str, Any],
+                    losses: Sequence[jax.Array]) -> tuple[TrainState, Metrics]:
+  """`guarded_update` outside its named scope (so profiles group its ops)."""
   new_variables = dict(state.variables)
   new_opt_states = dict(state.opt_states)
   for name, grad in grads.items():
