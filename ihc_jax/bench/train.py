@@ -127,21 +127,50 @@ def write_random_frozen(config: ml_collections.ConfigDict, root: str,
 
 def random_frozen_stage(stage: str, size: str = "demo",
                         batch: int | None = None,
-                        image_size: int | None = None) -> tuple[Any, Any]:
+                        image_size: int | None = None,
+                        dtype: str = "float32") -> tuple[Any, Any]:
   """(config, common.Stage) of `stage` with random frozen networks.
 
-  The frozen networks' checkpoints live in a temporary folder only while the
-  stage is built (`make_stage` loads them).
+  Every network, the frozen ones included, computes in `dtype`. The frozen
+  networks' checkpoints live in a temporary folder only while the stage is
+  built (`make_stage` loads them).
   """
-  config = stage_config(stage, size, batch)
+  config = stage_config(stage, size, batch, dtype)
   if image_size:
     config.data.image_size = image_size
   frozen_model = (models.default_model_config() if size == "paper"
                   else defaults.tiny_model(config.data.image_size))
+  set_dtype(frozen_model, dtype)
   module = importlib.import_module(f"ihc_jax.trainers.{stage}")
   with tempfile.TemporaryDirectory() as root:
     write_random_frozen(config, root, frozen_model)
     return config, module.make_stage(config)
+
+
+def _peak_memory_bytes(compiled: Any) -> float:
+  """The device's peak where it keeps statistics, else XLA's estimate."""
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    return float(stats["peak_bytes_in_use"])
+  memory = compiled.memory_analysis()
+  if memory is None:
+    return float("nan")
+  return float(memory.argument_size_in_bytes + memory.output_size_in_bytes
+               + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+
+
+def _profile(compiled: Any, state: Any, args: tuple[Any, ...], calls: int,
+             seed: int) -> dict[str, Any]:
+  """op_seconds and op_layers of `calls` more steps (`profile.trace_op_times`)."""
+  carried = [state]
+
+  def run() -> Any:
+    carried[0], out = compiled(carried[0], *args, jax.random.PRNGKey(seed))
+    return out
+
+  layers = profile_lib.op_layers(compiled.as_text())
+  return {"op_seconds": profile_lib.trace_op_times(run, calls, layers),
+          "op_layers": layers}
 
 
 def bench_stage(stage: str, size: str = "demo", batch: int | None = None,
@@ -165,14 +194,7 @@ def bench_stage(stage: str, size: str = "demo", batch: int | None = None,
     also op_seconds (op -> seconds per step) and op_layers (op -> (output
     shape, layer path)).
   """
-  config = stage_config(stage, size, batch, dtype)
-  module = importlib.import_module(f"ihc_jax.trainers.{stage}")
-  frozen_model = (models.default_model_config() if size == "paper"
-                  else defaults.tiny_model(config.data.image_size))
-  set_dtype(frozen_model, dtype)
-  with tempfile.TemporaryDirectory() as root:
-    write_random_frozen(config, root, frozen_model)
-    trainer = module.make_stage(config)
+  config, trainer = random_frozen_stage(stage, size, batch, dtype=dtype)
   mesh = common.make_mesh()
   state = common.replicate(common.init_state(
       trainer.init_variables(jax.random.PRNGKey(0)), trainer.optimizers), mesh)
@@ -185,13 +207,11 @@ def bench_stage(stage: str, size: str = "demo", batch: int | None = None,
   data = input_pipeline.shard_batch(batch_np, mesh)
   step = jax.jit(trainer.train_step, donate_argnums=(0,))
   start = time.perf_counter()
-  lowered = step.lower(state, data, frozen, jax.random.PRNGKey(0))
-  compiled = lowered.compile()
+  compiled = step.lower(state, data, frozen, jax.random.PRNGKey(0)).compile()
   compile_s = time.perf_counter() - start
   flops = flops_lib.step_flops(
       flops_lib.lowered_for_count(trainer.train_step, state, data, frozen,
                                   jax.random.PRNGKey(0)), compiled)
-  memory = compiled.memory_analysis()
   state, metrics = compiled(state, data, frozen, jax.random.PRNGKey(0))
   jax.block_until_ready(metrics)
   start = time.perf_counter()
@@ -199,31 +219,15 @@ def bench_stage(stage: str, size: str = "demo", batch: int | None = None,
     state, metrics = compiled(state, data, frozen, jax.random.PRNGKey(i + 1))
   jax.block_until_ready((state, metrics))
   seconds = (time.perf_counter() - start) / max(1, steps)
-  stats = jax.devices()[0].memory_stats() or {}
-  if "peak_bytes_in_use" in stats:
-    peak = float(stats["peak_bytes_in_use"])
-  elif memory is not None:
-    peak = float(memory.argument_size_in_bytes + memory.output_size_in_bytes
-                 + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
-  else:
-    peak = float("nan")
   flops = float("nan") if flops is None else flops
   achieved = flops / seconds
-  extra = {}
-  if profile_calls > 0:
-    carried = [state]
-
-    def run() -> Any:
-      carried[0], out = compiled(carried[0], data, frozen, jax.random.PRNGKey(steps + 1))
-      return out
-
-    layers = profile_lib.op_layers(compiled.as_text())
-    extra = {"op_seconds": profile_lib.trace_op_times(run, profile_calls, layers),
-             "op_layers": layers}
+  extra = (_profile(compiled, state, (data, frozen), profile_calls, steps + 1)
+           if profile_calls > 0 else {})
   return {**extra, "steps_per_s": 1.0 / seconds, "images_per_s": b / seconds,
           "flops_per_step": flops, "achieved_flops_per_s": achieved,
           "mfu": flops_lib.mfu(achieved, jax.devices()[0].device_kind, dtype),
-          "peak_memory_bytes": peak, "compile_s": compile_s,
+          "peak_memory_bytes": _peak_memory_bytes(compiled),
+          "compile_s": compile_s,
           "host_max_rss_bytes": 1024.0 * resource.getrusage(
               resource.RUSAGE_SELF).ru_maxrss}
 
