@@ -46,8 +46,9 @@ def test_trace_op_times_counts_an_asynchronous_op_to_its_end():
   # an Eigen convolution on its thread pool: its own trace event spans only
   # the dispatch (0.4 of 12 ms when this was written), its `end:` event
   # marks completion. The trace misses some of those (one or two in three
-  # calls when this was written), so the test asks for a quarter of the
-  # wall time over eight calls; the dispatch alone gave 4-15 %.
+  # calls when this was written; most of eight once in CI, under load), so
+  # the test asks for a quarter of the wall time over eight calls in the
+  # best of three traces; the dispatch alone gave 4-15 %.
   lhs, rhs = jnp.ones((64, 66, 64)), jnp.ones((64, 64, 384))
   compiled = jax.jit(lambda a, b: jax.lax.conv_general_dilated(
       a, b, (1,), ((1, 1),), dimension_numbers=("NHC", "HIO", "NHC"))).lower(lhs, rhs).compile()
@@ -63,8 +64,12 @@ def test_trace_op_times_counts_an_asynchronous_op_to_its_end():
     start = time.perf_counter()
     jax.block_until_ready(run())
     walls.append(time.perf_counter() - start)
-  times = profile.trace_op_times(run, 8, layers)
-  assert times[conv] >= 0.25 * min(walls), (times, walls)
+  traced = []
+  for _ in range(3):
+    traced.append(profile.trace_op_times(run, 8, layers)[conv])
+    if traced[-1] >= 0.25 * min(walls):
+      break
+  assert max(traced) >= 0.25 * min(walls), (traced, walls)
 
 
 def test_op_times_from_events_reads_cpu_ops_and_gpu_kernels():
