@@ -100,7 +100,7 @@ def default_data_config() -> ml_collections.ConfigDict:
 
   Returns:
     ConfigDict with fields:
-      source: "demo", "folder:<path>" or "tfds:<name>[:<split>]".
+      source: "demo", "photos", "folder:<path>" or "tfds:<name>[:<split>]".
       reference_source: where references come from; None -> `source`.
       eval_source: a source used whole for evaluation; None -> the held-out
         part of `source` (demo: demo.EVAL_NAMES; folder: `num_eval` evenly
@@ -111,7 +111,11 @@ def default_data_config() -> ml_collections.ConfigDict:
       batch_size: GLOBAL train batch (divided by the number of processes).
       eval_batch_size: GLOBAL eval batch.
       num_eval: number of eval images; -1 -> all of the eval split (demo,
-        eval_source); a folder or tfds source without eval_source needs > 0.
+        photos, eval_source); a folder or tfds source without eval_source
+        needs > 0.
+      num_train_images: train on this many photographs of the train split
+        of `demo`, `photos` or a folder, evenly spaced in name order (for
+        learning curves over the amount of data); -1 -> all of them.
       eval_drop_remainder: run only the eval batches that every host
         fills with real images (else the last ones are padded).
       random_flip: random horizontal flips in the train stream.
@@ -132,6 +136,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   config.batch_size = 8
   config.eval_batch_size = 8
   config.num_eval = -1
+  config.num_train_images = -1
   config.eval_drop_remainder = False
   config.random_flip = True
   config.shuffle_buffer = 1024

@@ -1,8 +1,9 @@
 """Data sources of the input pipeline and their per-host shards.
 
 A source spec (`data.source`, `reference_source`, `eval_source`) is `demo`,
-`folder:<path>` or `tfds:<name>[:<split>]` (see `ihc_jax.input_pipeline`).
-Demo photographs and folders become an `IndexedSource` (records addressed by
+`photos`, `folder:<path>` or `tfds:<name>[:<split>]` (see
+`ihc_jax.input_pipeline`). The two catalogues of installed photographs
+(`demo`, `photos`) and folders become an `IndexedSource` (records addressed by
 index, decoded by PIL on demand); TFDS splits a `TfdsSource` (encoded
 records read in order). `build_sources` splits off the held-out set and
 gives each host its shard: train shards are strided (a source smaller than
@@ -24,6 +25,7 @@ import tensorflow as tf
 from ihc_jax import image_io
 from ihc_jax.data import crops
 from ihc_jax.data import demo
+from ihc_jax.data import photos
 from ihc_jax.data import skips
 from ihc_jax.data import tf_setup  # pylint: disable=unused-import
 
@@ -123,11 +125,15 @@ class TfdsSource:
       return None
 
 
+# Catalogues of photographs that installed packages ship, with a fixed split.
+CATALOGUES = {"demo": demo, "photos": photos}
+
+
 def _parse_source(spec: str) -> tuple[str, str, str | None]:
   if not isinstance(spec, str) or not spec:
     raise ValueError(f"data source must be a non-empty string, got {spec!r}")
-  if spec == "demo":
-    return "demo", "", None
+  if spec in CATALOGUES:
+    return spec, "", None
   if spec.startswith("folder:"):
     path = spec[len("folder:"):]
     if not path:
@@ -140,7 +146,7 @@ def _parse_source(spec: str) -> tuple[str, str, str | None]:
           "data source 'tfds:' needs a name: tfds:<name>[:<split>]")
     return "tfds", parts[0], parts[1] if len(parts) > 1 else "train"
   raise ValueError(
-      f"unknown data source {spec!r}; use 'demo', 'folder:<path>' or "
+      f"unknown data source {spec!r}; use 'demo', 'photos', 'folder:<path>' or "
       "'tfds:<name>[:<split>]'")
 
 
@@ -219,6 +225,11 @@ def _indexed(kind: str, arg: str, image_size: int,
     pairs = demo.demo_images("all")
     return IndexedSource([n for n, _ in pairs], [a for _, a in pairs],
                          image_size, True)
+  if kind == "photos":
+    # Large files decoded once, kept at short side S.
+    pairs = photos.photo_files("all")
+    return IndexedSource([n for n, _ in pairs], [p for _, p in pairs],
+                         image_size, True)
   paths = [os.path.abspath(p) for p in image_io.list_image_files(arg)]
   if not paths:
     raise ValueError(
@@ -228,10 +239,11 @@ def _indexed(kind: str, arg: str, image_size: int,
   return IndexedSource(stems, paths, image_size, cache)
 
 
-def _demo_split(full: IndexedSource, split: str) -> IndexedSource:
-  """The demo photographs of `split` ("train" or "eval") in `full`."""
+def _catalogue_split(full: IndexedSource, kind: str,
+                     split: str) -> IndexedSource:
+  """The photographs of catalogue `kind`'s `split` ("train" or "eval")."""
   return full.subset([full.stems.index(n)
-                      for n in demo.available_names(split)])
+                      for n in CATALOGUES[kind].available_names(split)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,6 +269,18 @@ class _Settings:
                       self.cache)
 
 
+def _limit_train(train: IndexedSource, settings: _Settings) -> IndexedSource:
+  """The first `data.num_train_images` of `train`, evenly spaced (-1: all)."""
+  count = int(settings.config.get("num_train_images", -1))
+  if count == -1 or count == len(train):
+    return train
+  if not 0 < count < len(train):
+    raise ValueError(
+        f"data.num_train_images must be -1 or in [1, {len(train)}] (the "
+        f"train photos of {settings.config.source!r}), got {count}")
+  return train.subset(_evenly_spaced(count, len(train)))
+
+
 def _train_and_held_out(settings: _Settings, kind: str, arg: str,
                         split: str | None, has_eval_source: bool
                         ) -> tuple[Any, Any]:
@@ -267,13 +291,14 @@ def _train_and_held_out(settings: _Settings, kind: str, arg: str,
   """
   num_eval = settings.num_eval
   source = settings.config.source
-  if kind == "demo":
+  if kind in CATALOGUES:
     full = settings.indexed(kind, arg)
-    return _demo_split(full, "train"), _demo_split(full, "eval")
+    return (_limit_train(_catalogue_split(full, kind, "train"), settings),
+            _catalogue_split(full, kind, "eval"))
   if kind == "folder":
     full = settings.indexed(kind, arg)
     if has_eval_source:
-      return full, None
+      return _limit_train(full, settings), None
     if num_eval <= 0 or num_eval >= len(full):
       raise ValueError(
           f"source {source!r} without data.eval_source needs "
@@ -283,7 +308,7 @@ def _train_and_held_out(settings: _Settings, kind: str, arg: str,
     held_out = full.subset(eval_indices)
     train_all = full.subset(
         [i for i in range(len(full)) if i not in set(eval_indices)])
-    return train_all, held_out
+    return _limit_train(train_all, settings), held_out
   if has_eval_source:
     return split, None
   if num_eval <= 0:
@@ -297,8 +322,9 @@ def _eval_source(settings: _Settings, eval_spec: str) -> Any:
   """The whole `data.eval_source` (its first `num_eval` records if > 0)."""
   num_eval = settings.num_eval
   eval_kind, eval_arg, eval_split = _parse_source(eval_spec)
-  if eval_kind == "demo":
-    held_out = _demo_split(settings.indexed(eval_kind, eval_arg), "eval")
+  if eval_kind in CATALOGUES:
+    held_out = _catalogue_split(settings.indexed(eval_kind, eval_arg),
+                                eval_kind, "eval")
   elif eval_kind == "folder":
     held_out = settings.indexed(eval_kind, eval_arg)
   else:
@@ -348,8 +374,9 @@ def _reference_source(settings: _Settings, train_all: Any, arg: str) -> Any:
     return (train_all if not isinstance(train_all, str)
             else settings.tfds(arg, train_all))
   ref_kind, ref_arg, ref_split = _parse_source(reference_spec)
-  if ref_kind == "demo":
-    return _demo_split(settings.indexed(ref_kind, ref_arg), "train")
+  if ref_kind in CATALOGUES:
+    return _catalogue_split(settings.indexed(ref_kind, ref_arg), ref_kind,
+                            "train")
   if ref_kind == "folder":
     return settings.indexed(ref_kind, ref_arg)
   return settings.tfds(ref_arg, ref_split)
@@ -380,7 +407,7 @@ def build_sources(data_config: ml_collections.ConfigDict, process_index: int,
                                             eval_spec is not None)
   if eval_spec is not None:
     held_out = _eval_source(settings, eval_spec)
-  elif kind == "demo" and settings.num_eval > 0:
+  elif kind in CATALOGUES and settings.num_eval > 0:
     held_out = held_out.subset(range(min(settings.num_eval, len(held_out))))
   if isinstance(held_out, str):
     held_out = settings.tfds(arg, held_out)
