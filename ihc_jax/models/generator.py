@@ -15,9 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ihc_jax import colorspace
 from ihc_jax.models import layers
 from ihc_jax.models import precision
 from ihc_jax.models.unet import UNet
+
+
+LUMA_MODES = ("learned", "input")
 
 
 class ColorizationNet(nn.Module):
@@ -30,6 +34,12 @@ class ColorizationNet(nn.Module):
     ngf: U-Net base width.
     max_mult: U-Net channel multiplier cap.
     dropout_rate: U-Net dropout rate.
+    luma: "learned" (the official G: all three channels are G's) or
+      "input" (G gives the chroma only: its output's ITU-R 601 luma is
+      replaced by x's, `colorspace.replace_luma`, as colourisers that
+      predict chroma over a given lightness do, e.g. Zhang et al. 2016 and
+      DDColor; the IHN's full-resolution gray then passes through
+      untouched instead of through G's U-Net). Same parameters either way.
     dtype: compute dtype (parameters stay float32; the output is float32).
   """
   output_channels: int = 3
@@ -38,6 +48,7 @@ class ColorizationNet(nn.Module):
   ngf: int = 64
   max_mult: int = 8
   dropout_rate: float = 0.5
+  luma: str = "learned"
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -57,6 +68,8 @@ class ColorizationNet(nn.Module):
     """
     layers.check_image(x, "x", channels=1)
     layers.check_image(edge, "edge", channels=1)
+    if self.luma not in LUMA_MODES:
+      raise ValueError(f"luma must be one of {LUMA_MODES}, got {self.luma!r}")
     if z.ndim != 2 or z.shape != (x.shape[0], self.nz):
       raise ValueError(f"z must be [B, nz] = [{x.shape[0]}, {self.nz}], got shape {z.shape}")
     out = UNet(output_channels=self.output_channels, input_channels=2 + self.nz,
@@ -64,7 +77,10 @@ class ColorizationNet(nn.Module):
                ngf=self.ngf, max_mult=self.max_mult, dense_innermost=False,
                dropout_rate=self.dropout_rate, name="unet")(
                    x.astype(self.dtype), z, edge, train=train)
-    return precision.to_float32(out)
+    out = precision.to_float32(out)
+    if self.luma == "input":
+      out = colorspace.replace_luma(out, x)
+    return out
 
 
 # Knots of the pass-through in `gray_init`: hinge i is ReLU(x - KNOTS[i]);
