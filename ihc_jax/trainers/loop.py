@@ -196,6 +196,22 @@ def console(message: str) -> None:
   print(message, flush=True)
 
 
+EVAL_HISTORY = "eval_history.jsonl"
+
+
+def append_eval_history(workdir: str, step: int,
+                        metrics: Mapping[str, Any]) -> None:
+  """Appends one line {"step": ..., "metrics": {...}} to the workdir's
+  `eval_history.jsonl`: the held-out curve of a run, readable without
+  TensorBoard (`ihc_jax.tools.learning_curves`). A resumed run appends
+  after its last line; an evaluation repeated at the same step (a restart
+  before the next checkpoint) adds a later line that readers take."""
+  line = {"step": int(step),
+          "metrics": {k: float(v) for k, v in sorted(metrics.items())}}
+  with open(os.path.join(workdir, EVAL_HISTORY), "a") as f:
+    f.write(json.dumps(line) + "\n")
+
+
 def write_summary(workdir: str, stage: str, step: int,
                   metrics: Mapping[str, float]) -> None:
   """Writes `<workdir>/metrics_summary.json` and `.md`."""
@@ -208,6 +224,16 @@ def write_summary(workdir: str, stage: str, step: int,
   lines += [f"| {k} | {v:.4f} |" for k, v in summary["metrics"].items()]
   with open(os.path.join(workdir, "metrics_summary.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
+
+
+def _evaluated_at(workdir: str, step: int) -> bool:
+  """Whether the eval history's last line is of `step`."""
+  path = os.path.join(workdir, EVAL_HISTORY)
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    lines = f.read().splitlines()
+  return bool(lines) and json.loads(lines[-1])["step"] == step
 
 
 @dataclasses.dataclass
@@ -367,6 +393,8 @@ def _train(run: _Run, state: TrainState, train_ds: Any, eval_ds: Any,
       eval_metrics = evaluate(stage, state, eval_ds, run.mesh,
                               config.eval.num_batches, run.eval_key, eval_step)
       run.writer.write_scalars(step, eval_metrics)
+      if run.is_chief:
+        append_eval_history(run.workdir, step, eval_metrics)
     if save:
       run.checkpointer.save(state)
   return state, eval_metrics
@@ -438,6 +466,8 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, stage: Stage,
                                 config.eval.num_batches, eval_key,
                                 jax.jit(stage.eval_step))
       if is_chief:
+        if eval_metrics and not _evaluated_at(workdir, step):
+          append_eval_history(workdir, step, eval_metrics)
         write_summary(workdir, stage.name, step, eval_metrics)
         console(f"[{stage.name}] held-out metrics at step {step}: " + ", ".join(
             f"{k.removeprefix('eval/')} {v:.4g}"
