@@ -54,6 +54,11 @@ def test_stage_ran_end_to_end(chain_run, stage):
     assert os.path.getsize(grid) > 0
   saved = common.load_stage_config(stage_dir)
   assert saved.trainer == stage and saved.data.image_size == 32
+  # The held-out curve: one line for the final evaluation, the summary's.
+  with open(os.path.join(stage_dir, "eval_history.jsonl")) as f:
+    history = [json.loads(line) for line in f]
+  assert [h["step"] for h in history] == [2]
+  assert history[-1]["metrics"] == pytest.approx(summary)
 
 
 def test_chain_summary_and_metrics(chain_run):
@@ -64,8 +69,8 @@ def test_chain_summary_and_metrics(chain_run):
   for stage in STAGES:
     assert summary[stage] == pytest.approx(results[stage])
   assert {"eval/ihn_psnr", "eval/blur_baseline_psnr"} <= set(results["ihn"])
-  assert {"eval/recovery_psnr", "eval/recovery_ssim",
-          "eval/random_washed"} <= set(results["color"])
+  assert {"eval/recovery_psnr", "eval/recovery_ssim", "eval/random_washed",
+          "eval/self_transfer_psnr"} <= set(results["color"])
   assert 0.0 <= results["color"]["eval/random_washed"] <= 1.0
   assert {"eval/fusion_psnr", "eval/c_to_ihn_psnr"} <= set(results["fusion"])
   # The blur baseline at 32 px with a 3 px screen is well above noise level.

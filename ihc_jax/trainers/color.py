@@ -43,6 +43,7 @@ from ihc_jax import colorspace as color_space
 from ihc_jax import losses
 from ihc_jax import metrics
 from ihc_jax import models
+from ihc_jax.data import color_jitter
 from ihc_jax.models import generator as generator_lib
 from ihc_jax.models import histogram as histogram_lib
 from ihc_jax.trainers import baselines
@@ -118,6 +119,9 @@ def default_config() -> ml_collections.ConfigDict:
   # random start a short run ends below the gray itself) or "random" (the
   # framework's default initialisation). `init_from.generator` overrides it.
   config.generator_init = "gray"
+  # Colour augmentation of the photos and references of every train step
+  # (`ihc_jax.data.color_jitter`); off, as in the paper.
+  config.augment = color_jitter.default_config()
   # Built-in exemplar transfer (used when the data has no `example`).
   config.exemplar = ml_collections.ConfigDict(dict(
       num_samples=200, window=5, luminance_weight=0.5, chunk_pixels=16384))
@@ -137,9 +141,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
       config, default_config(),
       choices=dict(defaults.CHOICES, generator_init=GENERATOR_INITS,
                    **{"mode_seeking.distance": ("pixel", "gram"),
-                      "mode_seeking.form": losses.mode_seeking.FORMS}),
+                      "mode_seeking.form": losses.mode_seeking.FORMS,
+                      "model.generator.luma": generator_lib.LUMA_MODES}),
       required=defaults.required_keys(config, _vgg_terms(config)))
   losses.check_loss_weights(config.loss, TERMS, stage="color")
+  color_jitter.check(config.augment)
 
 
 # ----------------------------------------------------------------------------
@@ -446,6 +452,11 @@ def train_step(state: common.TrainState, batch: dict[str, jax.Array],
   """
   data_key, g_key = jax.random.split(rng)
   with jax.named_scope("prepare"):
+    if color_jitter.is_active(config.augment):
+      keys = jax.random.split(jax.random.fold_in(rng, 1), 2)
+      batch = dict(batch, **{
+          name: color_jitter.jitter_from_config(k, batch[name], config.augment)
+          for name, k in zip(("image", "reference"), keys)})
     data = prepare(batch, frozen, data_key, nets=nets, config=config)
   params = {name: state.variables[name]["params"]
             for name in ("encoder", "generator")}
@@ -524,7 +535,8 @@ def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
 
   Returns:
     name -> [B] float32: recovery PSNR/SSIM (z = mu of E(I)) beside the IHN
-    gray in three channels and the blur baseline; the reference result's and
+    gray in three channels, the blur baseline and the untrained exemplar
+    transfer of the photo itself onto the IHN gray (`self_transfer_psnr`); the reference result's and
     the gray's chroma distance to the reference (`metrics.chroma_distance`);
     the random samples' difference, luma SSIM to the IHN gray, and saturated
     fraction beside the ground truth's; the fraction of random codes that
@@ -540,8 +552,15 @@ def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
       data["halftone"], config.halftone))
   ihn_gray = jnp.clip(data["ihn_gray"], 0.0, 1.0)
   per_example = dict(reduction="none")
+  from ihc_jax import exemplar  # pylint: disable=g-import-not-at-top
+  # The untrained answer with the recovery scheme's information: the photo
+  # itself transferred onto the IHN gray (Welsh et al., a fixed key).
+  self_transfer = exemplar.exemplar_transfer(
+      ihn_gray, image, **config.exemplar.to_dict())
   return {
       "recovery_psnr": metrics.psnr(rec, image, **per_example),
+      "self_transfer_psnr": metrics.psnr(self_transfer, image,
+                                         **per_example),
       "recovery_ssim": metrics.ssim(rec, image, **per_example),
       "gray3_psnr": metrics.psnr(gray3, image, **per_example),
       "gray3_ssim": metrics.ssim(gray3, image, **per_example),
