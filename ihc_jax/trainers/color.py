@@ -538,8 +538,9 @@ def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
     gray in three channels, the blur baseline and the untrained exemplar
     transfer of the photo itself onto the IHN gray (`self_transfer_psnr`); the reference result's and
     the gray's chroma distance to the reference (`metrics.chroma_distance`);
-    the random samples' difference, luma SSIM to the IHN gray, and saturated
-    fraction beside the ground truth's; the fraction of random codes that
+    the random samples' difference, luma SSIM to the IHN gray, luma PSNR to
+    the true gray beside the IHN gray's, and saturated fraction beside the
+    ground truth's; the fraction of random codes that
     wash the photo (`random_washed`, WASH_CODES codes).
   """
   rng, wash_key = jax.random.split(rng)
@@ -573,6 +574,10 @@ def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
       "random_difference": jnp.mean(jnp.abs(rand1 - rand2), axis=(1, 2, 3)),
       "random_luma_ssim": metrics.ssim(
           color_space.rgb_to_gray(rand1), ihn_gray, **per_example),
+      # A random sample's luma and the IHN gray, each against the true gray.
+      "random_luma_psnr": metrics.psnr(color_space.rgb_to_gray(rand1),
+                                       data["gray"], **per_example),
+      "ihn_gray_psnr": metrics.psnr(ihn_gray, data["gray"], **per_example),
       "random_saturated": metrics.saturated_fraction(rand1, **per_example),
       "truth_saturated": metrics.saturated_fraction(image, **per_example),
       "random_washed": _washed_fraction(state, nets, data, wash_key),
