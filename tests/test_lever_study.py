@@ -35,6 +35,31 @@ def test_command_points_the_stage_at_the_frozen_chain():
   assert not any("num_train_steps" in a for a in fusion)
 
 
+def test_frozen_stages_per_seed(tmp_path, monkeypatch):
+  calls = []
+
+  def fake_run(cmd, check):
+    calls.append(cmd)
+    run_dir = next(a for a in cmd if a.startswith("--workdir="))[10:]
+    seed = int(run_dir[-1])
+    _finished(tmp_path, "x", seed, recovery_psnr=20.0 + seed, gray3_psnr=19.0,
+              self_transfer_psnr=21.0, reference_chroma_dist=1.0,
+              gray_chroma_dist=2.0, random_luma_psnr=1.0, ihn_gray_psnr=1.0,
+              random_difference=0.1, random_washed=0.0)
+
+  monkeypatch.setattr(lever_study.subprocess, "run", fake_run)
+  lever_study.main(["--workdir", str(tmp_path), "--frozen", "/runs/q{seed}",
+                    "--seeds", "1,2", "--lever", "x=augment.gain=0.1"])
+  assert [c for c in calls[0] if "frozen.ihn" in c] == [
+      "--config.stages.color.frozen.ihn=/runs/q1/ihn"]
+  assert [c for c in calls[1] if "frozen.ihn" in c] == [
+      "--config.stages.color.frozen.ihn=/runs/q2/ihn"]
+  # Finished runs are reused: a second study trains nothing.
+  lever_study.main(["--workdir", str(tmp_path), "--frozen", "/runs/q{seed}",
+                    "--seeds", "1,2", "--lever", "x=augment.gain=0.1"])
+  assert len(calls) == 2
+
+
 def _finished(tmp_path, lever, seed, **metrics):
   stage_dir = tmp_path / lever / f"s{seed}" / "color"
   stage_dir.mkdir(parents=True)

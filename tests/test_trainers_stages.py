@@ -223,3 +223,23 @@ def assert_trees_equal(a, b):
   assert jax.tree.structure(a) == jax.tree.structure(b)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_heldout_grid_of_the_chain(chain_run, tmp_path):
+  """The held-out pictures tool on the tiny chain (demo's eval photos)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from ihc_jax.tools import heldout_grid  # pylint: disable=g-import-not-at-top
+  workdir, _ = chain_run
+  output = str(tmp_path / "grid.png")
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.FLAGS(["heldout_grid", f"--workdir={workdir}", f"--output={output}",
+               "--size=32", "--source=demo"])
+  heldout_grid.main(["heldout_grid"])
+  with Image.open(output) as image:
+    # One 32 px row per held-out demo photo, one column per title.
+    assert image.size == (32 * len(heldout_grid.TITLES), 32 * 3)
+    grid = np.asarray(image, np.float32) / 255.0
+  # The last column is the ground truth itself, the first a halftone.
+  truth = heldout_grid.heldout_photos("demo", 32)
+  np.testing.assert_allclose(grid[:32, -32:], truth[0][1], atol=1 / 255)
+  assert np.mean((grid[:, :32] > 0.2) & (grid[:, :32] < 0.8)) < 0.5

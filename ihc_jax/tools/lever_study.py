@@ -10,7 +10,9 @@
 overrides of the stage's config (`key=value`, keys relative to
 `config.stages.<stage>`). Every lever x seed trains the stage alone with
 `python -m ihc_jax.main --config=<config>:<seed>`, its frozen networks taken
-from the chain workdir `--frozen` (e.g. the IHN and H of a quality run), in
+from the chain workdir `--frozen` (e.g. the IHN and H of a quality run; a
+`{seed}` in it is replaced by the seed, so that every seed of every lever
+uses that seed's own frozen stages), in
 `<workdir>/<lever>/s<seed>`; a finished run is reused. Then it writes
 `<workdir>/lever_study.md` and `.json`: each lever's held-out figures, mean
 and (min to max) over seeds, against the stage's trivial answers. The tables
@@ -147,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for seed in seeds:
       run_dir = os.path.join(args.workdir, lever, f"s{seed}")
       if final_metrics(run_dir, args.stage) is None and not args.summary_only:
-        cmd = command(args.config, seed, args.stage, args.frozen, run_dir,
+        cmd = command(args.config, seed, args.stage,
+                      args.frozen.replace("{seed}", str(seed)), run_dir,
                       overrides, args.steps)
         print(" ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)

@@ -1,0 +1,103 @@
+"""Pictures of a trained chain on photos it never saw, through the pipeline.
+
+    python -m ihc_jax.tools.heldout_grid --workdir=quality \\
+        --output=heldout.png [--size=128] [--source=photos] [--seed=0]
+
+A stage's `samples/` grids show training crops at the training size. This
+tool shows what a person gets: every held-out photo of the source (the
+`photos` or `demo` catalogue's eval split, or every image of a folder) is
+resized to short side `--size`, centre-cropped, halftoned with the
+training screen (`halftone.synthesize`, the chain's colour-stage settings),
+and colourised by `inference.Pipeline.from_workdir` (IHN, E, G, F; the same
+code as `ihc-colorize`). One row per photo: halftone | IHN gray | recovery
+(the photo itself as reference, z = mu) after F | the same before F
+(IHN->C) | two random codes after F | ground truth.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+TITLES = ("halftone", "IHN gray", "recovery (F)", "recovery (IHN->C)",
+          "random 1", "random 2", "ground truth")
+
+
+def heldout_photos(source: str, size: int) -> list[tuple[str, np.ndarray]]:
+  """(name, [size, size, 3] float32 in [0, 1]) of the source's held-out
+  photos (catalogue eval split) or of every image of `folder:<path>`."""
+  from ihc_jax import image_io  # pylint: disable=g-import-not-at-top
+  from ihc_jax.data import crops  # pylint: disable=g-import-not-at-top
+  from ihc_jax.data import sources  # pylint: disable=g-import-not-at-top
+  if source in sources.CATALOGUES:
+    module = sources.CATALOGUES[source]
+    names = module.available_names("eval")
+    path_of = getattr(module, "photo_path", None) or module.demo_image_path
+    files = [(n, path_of(n)) for n in names]
+  elif source.startswith("folder:"):
+    files = [(os.path.splitext(os.path.basename(p))[0], p)
+             for p in image_io.list_image_files(source[len("folder:"):])]
+  else:
+    raise ValueError(f"--source must be 'photos', 'demo' or folder:<path>, "
+                     f"got {source!r}")
+  if not files:
+    raise ValueError(f"no held-out photo in {source!r}")
+  out = []
+  for name, path in files:
+    array = crops.resize_short_side(
+        (image_io.read_image(path) * 255).round().astype(np.uint8), size)
+    top, left = crops.center_crop_params(array.shape, size)
+    out.append((name, crops.crop(array, size, top, left, False)))
+  return out
+
+
+def columns(pipeline, photos: np.ndarray, halftone_config, seed: int
+            ) -> list[np.ndarray]:
+  """The grid's columns (`TITLES`) for photos [B, S, S, 3]."""
+  from ihc_jax import colorspace  # pylint: disable=g-import-not-at-top
+  from ihc_jax import halftone  # pylint: disable=g-import-not-at-top
+  gray = np.asarray(colorspace.rgb_to_gray(photos))
+  ht = np.asarray(halftone.synthesize(jax.random.PRNGKey(seed), gray,
+                                      halftone_config))
+  result = pipeline.colorize(ht, photos, num_samples=2, seed=seed,
+                             reference_mode="mean",
+                             return_intermediates=True)
+  inter = result.intermediates
+  return [ht, inter["ihn_gray"], result.reference, inter["ref_forward"],
+          result.samples[:, 0], result.samples[:, 1], photos]
+
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Chain workdir.")
+_OUTPUT = flags.DEFINE_string("output", "heldout.png", "PNG to write.")
+_SIZE = flags.DEFINE_integer("size", 128, "Side of the square crops.")
+_SOURCE = flags.DEFINE_string("source", "photos",
+                              "photos, demo or folder:<path>.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the screen and the codes.")
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required")
+  from ihc_jax import inference  # pylint: disable=g-import-not-at-top
+  from ihc_jax.trainers import common  # pylint: disable=g-import-not-at-top
+  from ihc_jax.trainers import grids  # pylint: disable=g-import-not-at-top
+  pipeline = inference.Pipeline.from_workdir(_WORKDIR.value)
+  halftone_config = common.load_stage_config(
+      os.path.join(_WORKDIR.value, "color")).halftone
+  named = heldout_photos(_SOURCE.value, _SIZE.value)
+  photos = np.stack([p for _, p in named])
+  cols = columns(pipeline, photos, halftone_config, _SEED.value)
+  grid = grids.image_grid(list(zip(TITLES, cols)), max_rows=len(named))
+  grids.save_png(os.path.abspath(_OUTPUT.value), grid)
+  print(f"Wrote {_OUTPUT.value}: rows " + ", ".join(n for n, _ in named))
+
+
+if __name__ == "__main__":
+  app.run(main)
