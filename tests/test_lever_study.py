@@ -85,7 +85,8 @@ def test_summary_of_finished_runs(tmp_path, capsys):
   assert summary["- self transfer dB"] == [-0.5, -1.0, 0.0]
   assert summary["ref. chroma / gray's"] == pytest.approx([0.8, 0.8, 0.8])
   assert summary["random luma - IHN gray dB"] == [-1.0, -1.0, -1.0]
-  assert "| a | 21.5 (21 to 22) | 1.5 (1 to 2) |" in capsys.readouterr().out
+  assert summary["seeds"] == 2
+  assert "| a | 2 | 21.5 (21 to 22) | 1.5 (1 to 2) |" in capsys.readouterr().out
   with pytest.raises(SystemExit, match="no finished run"):
     lever_study.main(["--workdir", str(tmp_path / "none"), "--frozen", "/f",
                       "--lever", "b=", "--summary_only"])

@@ -98,10 +98,11 @@ def final_metrics(run_dir: str, stage: str) -> dict[str, float] | None:
 
 def summarise(results: dict[str, list[dict[str, float]]], stage: str
               ) -> dict[str, dict[str, list[float]]]:
-  """lever -> column -> [mean, min, max] over its seeds."""
+  """lever -> column -> [mean, min, max] over its seeds, and "seeds" -> the
+  number of finished runs."""
   out = {}
   for lever, runs in results.items():
-    out[lever] = {}
+    out[lever] = {"seeds": len(runs)}
     for column, fn in COLUMNS[stage]:
       values = np.array([fn(m) for m in runs])
       out[lever][column] = [float(values.mean()), float(values.min()),
@@ -112,10 +113,10 @@ def summarise(results: dict[str, list[dict[str, float]]], stage: str
 def markdown(summary: dict, seeds: Sequence[int], stage: str) -> str:
   names = [c for c, _ in COLUMNS[stage]]
   lines = [f"Stage `{stage}`, seeds {list(seeds)}: mean (min to max).", "",
-           "| lever | " + " | ".join(names) + " |",
-           "|---" * (len(names) + 1) + "|"]
+           "| lever | seeds | " + " | ".join(names) + " |",
+           "|---" * (len(names) + 2) + "|"]
   for lever, columns in summary.items():
-    lines.append(f"| {lever} | " + " | ".join(
+    lines.append(f"| {lever} | {columns['seeds']} | " + " | ".join(
         f"{columns[n][0]:.3g} ({columns[n][1]:.3g} to {columns[n][2]:.3g})"
         for n in names) + " |")
   return "\n".join(lines) + "\n"
