@@ -182,3 +182,25 @@ def test_load_stage_config_roundtrip(tmp_path):
   assert isinstance(loaded, ml_collections.ConfigDict)
   assert loaded.model.histogram.bins == config.model.histogram.bins
   assert tuple(loaded.halftone.period_range) == (3.0, 3.0)
+
+
+def test_cpu_quality_config(tmp_path):
+  module = load_config_module("cpu_quality")
+  config = module.get_config()
+  assert tuple(config.stage_order) == ("ihn", "hist", "color", "fusion")
+  for name, stage_config, _ in chain.stage_configs(config, str(tmp_path)):
+    TRAINERS[name].validate(stage_config)
+    assert stage_config.data.source == "photos"
+    assert stage_config.seed == 0
+    assert stage_config.num_train_steps == module.STEPS[name]
+    # Evaluated during training: the learning curves' data.
+    assert stage_config.eval.every_steps < stage_config.num_train_steps or (
+        name == "hist")
+  assert config.stages.color.model.generator.luma == "input"
+  # The demo's widths, so the quality run measures the demo's recipe longer.
+  demo = load_config_module("demo").get_config()
+  assert (config.stages.color.model.generator.ngf
+          == demo.stages.color.model.generator.ngf)
+  assert module.get_config("2").stages.ihn.seed == 2
+  with pytest.raises(ValueError, match="takes a seed"):
+    module.get_config("two")
