@@ -11,8 +11,8 @@ per seed), and plots a metric and its gap to a trivial answer:
       --output=docs/images/curves_color.png
 
 * against steps: each group's mean over seeds, with its min-max band;
-* against the groups (e.g. the number of training photos): the final
-  value, mean and min-max over seeds, when `--by_group` is given.
+* against the groups (e.g. the number of training photos): the gap at the
+  last step, mean and min-max over seeds, when `--by_group` is given.
 
 A group's runs may be chain workdirs (the stage's subfolder is used) or
 stage workdirs. The table printed holds each group's final mean and spread.
@@ -139,13 +139,14 @@ def plot(groups: dict[str, list[Curve]], stage: str, output: str,
   if by_group:
     axis = axes[0][-1]
     labels = list(computed)
-    for name in names:
-      final = np.array([computed[g][1][name][:, -1] for g in labels])
-      axis.errorbar(range(len(labels)), final[:, 0],
-                    yerr=[final[:, 0] - final[:, 1], final[:, 2] - final[:, 0]],
-                    marker="o", capsize=4, label=name)
+    gap = names[-1]  # the gap to the trivial answer: one scale, zero line
+    final = np.array([computed[g][1][gap][:, -1] for g in labels])
+    axis.errorbar(range(len(labels)), final[:, 0],
+                  yerr=[final[:, 0] - final[:, 1], final[:, 2] - final[:, 0]],
+                  marker="o", capsize=4, label=gap)
+    axis.axhline(0.0, color="gray", linewidth=0.5)
     axis.set_xticks(range(len(labels)), labels)
-    axis.set_title(f"{stage}: final value by group (dB)", fontsize=10)
+    axis.set_title(f"{stage}: {gap} at the last step (dB)", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
   fig.tight_layout()
