@@ -80,3 +80,16 @@ def test_history_lines_are_json(tmp_path):
   loop.append_eval_history(str(tmp_path), 5, {"eval/x": np.float32(1.5)})
   with open(os.path.join(tmp_path, loop.EVAL_HISTORY)) as f:
     assert json.loads(f.readline()) == {"step": 5, "metrics": {"eval/x": 1.5}}
+
+
+def test_command_line(tmp_path, capsys):
+  # The tools parse their own arguments: importable side by side.
+  from ihc_jax.tools import heldout_grid  # pylint: disable=unused-import
+  run = _run(tmp_path, "a", [(100, 18.0, 17.0), (200, 19.0, 17.5)])
+  output = str(tmp_path / "c.png")
+  learning_curves.main(["--stage=color", f"--group=a={run}", f"--output={output}",
+                        "--by_group"])
+  assert os.path.getsize(output) > 0
+  assert "| a | 1 | 19.00 (19.00 to 19.00) | 1.50" in capsys.readouterr().out
+  with pytest.raises(SystemExit):
+    learning_curves.main(["--stage=color"])

@@ -231,10 +231,8 @@ def test_heldout_grid_of_the_chain(chain_run, tmp_path):
   from ihc_jax.tools import heldout_grid  # pylint: disable=g-import-not-at-top
   workdir, _ = chain_run
   output = str(tmp_path / "grid.png")
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  flags.FLAGS(["heldout_grid", f"--workdir={workdir}", f"--output={output}",
-               "--size=32", "--source=demo"])
-  heldout_grid.main(["heldout_grid"])
+  heldout_grid.main([f"--workdir={workdir}", f"--output={output}",
+                     "--size=32", "--source=demo"])
   with Image.open(output) as image:
     # One 32 px row per held-out demo photo, one column per title.
     assert image.size == (32 * len(heldout_grid.TITLES), 32 * 3)

@@ -16,11 +16,10 @@ code as `ihc-colorize`). One row per photo: halftone | IHN gray | recovery
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Sequence
 
-from absl import app
-from absl import flags
 import jax
 import numpy as np
 
@@ -72,32 +71,30 @@ def columns(pipeline, photos: np.ndarray, halftone_config, seed: int
           result.samples[:, 0], result.samples[:, 1], photos]
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Chain workdir.")
-_OUTPUT = flags.DEFINE_string("output", "heldout.png", "PNG to write.")
-_SIZE = flags.DEFINE_integer("size", 128, "Side of the square crops.")
-_SOURCE = flags.DEFINE_string("source", "photos",
-                              "photos, demo or folder:<path>.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the screen and the codes.")
-
-
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required")
+def main(argv: Sequence[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--workdir", required=True, help="Chain workdir.")
+  parser.add_argument("--output", default="heldout.png", help="PNG to write.")
+  parser.add_argument("--size", type=int, default=128,
+                      help="Side of the square crops.")
+  parser.add_argument("--source", default="photos",
+                      help="photos, demo or folder:<path>.")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="Seed of the screen and the codes.")
+  args = parser.parse_args(argv)
   from ihc_jax import inference  # pylint: disable=g-import-not-at-top
   from ihc_jax.trainers import common  # pylint: disable=g-import-not-at-top
   from ihc_jax.trainers import grids  # pylint: disable=g-import-not-at-top
-  pipeline = inference.Pipeline.from_workdir(_WORKDIR.value)
+  pipeline = inference.Pipeline.from_workdir(args.workdir)
   halftone_config = common.load_stage_config(
-      os.path.join(_WORKDIR.value, "color")).halftone
-  named = heldout_photos(_SOURCE.value, _SIZE.value)
+      os.path.join(args.workdir, "color")).halftone
+  named = heldout_photos(args.source, args.size)
   photos = np.stack([p for _, p in named])
-  cols = columns(pipeline, photos, halftone_config, _SEED.value)
+  cols = columns(pipeline, photos, halftone_config, args.seed)
   grid = grids.image_grid(list(zip(TITLES, cols)), max_rows=len(named))
-  grids.save_png(os.path.abspath(_OUTPUT.value), grid)
-  print(f"Wrote {_OUTPUT.value}: rows " + ", ".join(n for n, _ in named))
+  grids.save_png(os.path.abspath(args.output), grid)
+  print(f"Wrote {args.output}: rows " + ", ".join(n for n, _ in named))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()

@@ -20,13 +20,12 @@ stage workdirs. The table printed holds each group's final mean and spread.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
 from typing import Sequence
 
-from absl import app
-from absl import flags
 import numpy as np
 
 # (metric, trivial answer) per stage; the gap is metric - trivial answer.
@@ -165,28 +164,26 @@ def parse_group(spec: str) -> tuple[str, list[str]]:
   return label, paths
 
 
-_STAGE = flags.DEFINE_enum("stage", "color", sorted(PAIRS), "Stage to plot.")
-_GROUPS = flags.DEFINE_multi_string(
-    "group", [], "label=workdir[,workdir...]: the seeds of one setting.")
-_OUTPUT = flags.DEFINE_string("output", "learning_curves.png", "PNG path.")
-_BY_GROUP = flags.DEFINE_bool(
-    "by_group", False, "Add a panel of the final values by group (e.g. the "
-    "number of training photos).")
-
-
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not _GROUPS.value:
-    raise app.UsageError("give at least one --group=label=workdir[,...]")
+def main(argv: Sequence[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--stage", default="color", choices=sorted(PAIRS))
+  parser.add_argument("--group", action="append", default=[], required=True,
+                      help="label=workdir[,workdir...]: the seeds of one "
+                      "setting")
+  parser.add_argument("--output", default="learning_curves.png",
+                      help="PNG path")
+  parser.add_argument("--by_group", action="store_true",
+                      help="add a panel of the final gap by group (e.g. the "
+                      "number of training photos)")
+  args = parser.parse_args(argv)
   groups = {}
-  for spec in _GROUPS.value:
+  for spec in args.group:
     label, paths = parse_group(spec)
-    groups[label] = [read_history(p, _STAGE.value) for p in paths]
-  table = plot(groups, _STAGE.value, _OUTPUT.value, _BY_GROUP.value)
+    groups[label] = [read_history(p, args.stage) for p in paths]
+  table = plot(groups, args.stage, args.output, args.by_group)
   print("\n".join(table))
-  print(f"Wrote {_OUTPUT.value}")
+  print(f"Wrote {args.output}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()
