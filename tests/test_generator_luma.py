@@ -76,3 +76,37 @@ def test_gradient_reaches_g_through_the_chroma():
   grads = jax.jit(jax.grad(loss))(variables["params"])
   norms = [float(jnp.abs(g).sum()) for g in jax.tree_util.tree_leaves(grads)]
   assert all(np.isfinite(norms)) and sum(norms) > 0
+
+
+def test_code_shift_starts_at_zero_and_moves_chroma_only():
+  x, edge, z = _inputs()
+  plain = generator_lib.ColorizationNet(ngf=4, num_downs=5, luma="input")
+  shifted = generator_lib.ColorizationNet(ngf=4, num_downs=5, luma="input",
+                                          code_shift=True)
+  variables = shifted.init(jax.random.PRNGKey(1), x, edge, z, train=False)
+  params = variables["params"]
+  assert params["code_shift"]["kernel"].shape == (8, 3)
+  unet_only = dict(variables, params={"unet": params["unet"]})
+  np.testing.assert_allclose(
+      shifted.apply(variables, x, edge, z, train=False),
+      plain.apply(unet_only, x, edge, z, train=False), atol=1e-6)
+  # A non-zero shift: the same offset at every pixel, with no luma.
+  kernel = jax.random.normal(jax.random.PRNGKey(2), (8, 3))
+  moved = dict(variables, params=dict(
+      params, code_shift={"kernel": kernel, "bias": jnp.zeros(3)}))
+  out = shifted.apply(moved, x, edge, z, train=False)
+  base = plain.apply(unet_only, x, edge, z, train=False)
+  offset = z @ kernel
+  offset = offset - colorspace.rgb_to_gray(offset)
+  np.testing.assert_allclose(out - base, jnp.broadcast_to(
+      offset[:, None, None, :], out.shape), atol=1e-5)
+  np.testing.assert_allclose(colorspace.rgb_to_gray(out), x, atol=1e-5)
+  assert float(jnp.abs(offset).max()) > 0.1
+
+
+def test_code_shift_needs_rgb():
+  x, edge, z = _inputs()
+  net = generator_lib.ColorizationNet(ngf=4, num_downs=5, output_channels=1,
+                                      code_shift=True)
+  with pytest.raises(ValueError, match="code_shift"):
+    net.init(jax.random.PRNGKey(0), x, edge, z, train=False)

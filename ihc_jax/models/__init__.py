@@ -65,7 +65,8 @@ def default_model_config() -> ml_collections.ConfigDict:
                  dropout_rate=0.5, detail_features=64, detail_blocks=8,
                  detail_expand=256, dtype="float32")
   cfg.generator = dict(output_channels=3, nz=8, num_downs=7, ngf=64, max_mult=8,
-                       dropout_rate=0.5, luma="learned", dtype="float32")
+                       dropout_rate=0.5, luma="learned", code_shift=False,
+                       dtype="float32")
   cfg.encoder = dict(nz=8, ngf=64, num_downsamples=2, num_residual_blocks=4, pool=8,
                      dtype="float32")
   cfg.discriminator = dict(nz=8, ndf=64, n_layers=3, num_scales=2, dtype="float32")

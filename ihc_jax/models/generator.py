@@ -40,6 +40,13 @@ class ColorizationNet(nn.Module):
       predict chroma over a given lightness do, e.g. Zhang et al. 2016 and
       DDColor; the IHN's full-resolution gray then passes through
       untouched instead of through G's U-Net). Same parameters either way.
+    code_shift: when True, the output also moves by a global colour offset
+      that is a linear function of z with no luma (a `Dense` layer
+      `code_shift`, zero at the start, its output's ITU-R 601 luma
+      removed). The official G has no such path: z reaches the colours only
+      through the U-Net. With it, a code that holds a photo's mean colour
+      shifts the whole image to it directly, as the global hints of Zhang et
+      al. 2017 do. Adds 3 * nz + 3 parameters; off by default.
     dtype: compute dtype (parameters stay float32; the output is float32).
   """
   output_channels: int = 3
@@ -49,6 +56,7 @@ class ColorizationNet(nn.Module):
   max_mult: int = 8
   dropout_rate: float = 0.5
   luma: str = "learned"
+  code_shift: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -70,6 +78,9 @@ class ColorizationNet(nn.Module):
     layers.check_image(edge, "edge", channels=1)
     if self.luma not in LUMA_MODES:
       raise ValueError(f"luma must be one of {LUMA_MODES}, got {self.luma!r}")
+    if self.code_shift and self.output_channels != 3:
+      raise ValueError("code_shift needs RGB output (output_channels=3), "
+                       f"got {self.output_channels}")
     if z.ndim != 2 or z.shape != (x.shape[0], self.nz):
       raise ValueError(f"z must be [B, nz] = [{x.shape[0]}, {self.nz}], got shape {z.shape}")
     out = UNet(output_channels=self.output_channels, input_channels=2 + self.nz,
@@ -80,6 +91,11 @@ class ColorizationNet(nn.Module):
     out = precision.to_float32(out)
     if self.luma == "input":
       out = colorspace.replace_luma(out, x)
+    if self.code_shift:
+      shift = nn.Dense(self.output_channels, kernel_init=nn.initializers.zeros,
+                       name="code_shift")(z.astype(jnp.float32))
+      shift = shift - colorspace.rgb_to_gray(shift)
+      out = out + shift[:, None, None, :]
     return out
 
 
