@@ -48,6 +48,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -245,11 +246,42 @@ def _batch_size(config: Any, settings: ml_collections.ConfigDict) -> int:
   return batch_size
 
 
+class _Keys:
+  """Every random choice of one image, from (settings.seed, what, image index).
+
+  An image's halftone, codes, references and baseline draws depend on its
+  index in the held-out set only, not on the batch it is scored in.
+  """
+
+  HALFTONE, PIPELINE, EXEMPLAR, RANDOM_REF = range(4)
+
+  def __init__(self, seed: int):
+    self.seed = int(seed)
+
+  def ints(self, what: int, ids: np.ndarray, k: int = 0) -> list[int]:
+    """One 31-bit seed per image."""
+    return [int(np.random.SeedSequence([self.seed, what, k, int(i)])
+                .generate_state(1)[0] & 0x7FFFFFFF) for i in ids]
+
+  def key(self, what: int, image_id: int, k: int = 0) -> jax.Array:
+    return jax.random.PRNGKey(self.ints(what, [image_id], k)[0])
+
+
+def _per_image_baseline(baseline: Callable, keys: _Keys, ids: np.ndarray,
+                        ihn_gray: np.ndarray, refs: np.ndarray,
+                        k: int) -> np.ndarray:
+  """The baseline on each image alone, with that image's key."""
+  return np.concatenate([
+      scoring.clip(baseline(ihn_gray[j:j + 1], refs[j:j + 1],
+                            keys.key(_Keys.EXEMPLAR, i, k)))
+      for j, i in enumerate(ids)])
+
+
 def _score_random_scheme(scorer: scoring.Scorer, result: Any,
                          baseline: Callable, ihn_gray: np.ndarray,
-                         references: np.ndarray, key: jax.Array,
-                         rng: np.random.Generator) -> jax.Array:
-  """Random codes (random references for the baseline); returns the key."""
+                         references: np.ndarray, ids: np.ndarray,
+                         keys: _Keys) -> None:
+  """Random codes (random references for the baseline)."""
   inter = result.intermediates
   budget = scorer.pairs_left
   randoms = [f"rand{k + 1}" for k in range(int(scorer.settings.num_random))]
@@ -259,51 +291,55 @@ def _score_random_scheme(scorer: scoring.Scorer, result: Any,
                 budget)
   scorer.random("c_ihn", [scoring.clip(inter[f"{c}_inverse"]) for c in randoms],
                 budget)
-  b = len(ihn_gray)
   random_refs = []
-  for _ in randoms:
-    key, sub = jax.random.split(key)
-    picks = references[rng.integers(0, len(references), size=b)]
-    random_refs.append(scoring.clip(baseline(ihn_gray, picks, sub)))
+  for k in range(len(randoms)):
+    picks = references[[
+        np.random.default_rng(s).integers(0, len(references))
+        for s in keys.ints(_Keys.RANDOM_REF, ids, k)]]
+    random_refs.append(_per_image_baseline(baseline, keys, ids, ihn_gray,
+                                           picks, 1 + k))
   scorer.random("ihn_exemplar", random_refs, budget)
-  scorer.pairs_left -= min(budget, b * math.comb(len(randoms), 2))
-  return key
+  scorer.pairs_left -= min(budget, len(ids) * math.comb(len(randoms), 2))
 
 
 def _score_reference_scheme(scorer: scoring.Scorer, pipeline: Any,
                             baseline: Callable, ht: np.ndarray,
                             ihn_gray: np.ndarray, references: np.ndarray,
-                            start: int, seed: int, key: jax.Array
-                            ) -> jax.Array:
-  """Other images' references as codes; returns the key."""
-  b = len(ihn_gray)
+                            ids: np.ndarray, keys: _Keys) -> None:
+  """Other images' references as codes."""
   for k in range(int(scorer.settings.num_references)):
-    index = (np.arange(start, start + b) + 1 + k) % len(references)
-    refs = references[index]
-    res = pipeline.colorize(ht, refs, num_samples=0, seed=seed + 1 + k,
+    refs = references[(ids + 1 + k) % len(references)]
+    res = pipeline.colorize(ht, refs, num_samples=0,
+                            seed=keys.ints(_Keys.PIPELINE, ids, 1 + k),
                             return_intermediates=True)
     scorer.generated("full", scoring.clip(res.reference))
     scorer.generated("ihn_c", scoring.clip(res.intermediates["ref_forward"]))
     scorer.generated("c_ihn", scoring.clip(res.intermediates["ref_inverse"]))
-    key, sub = jax.random.split(key)
-    scorer.generated("ihn_exemplar",
-                     scoring.clip(baseline(ihn_gray, refs, sub)))
-  return key
+    scorer.generated("ihn_exemplar", _per_image_baseline(
+        baseline, keys, ids, ihn_gray, refs, 100 + k))
+
+
+def _halftones(keys: _Keys, ids: np.ndarray, gray: np.ndarray,
+               halftone_config: Any) -> np.ndarray:
+  """Each image's halftone on its own screen (`_Keys.HALFTONE`)."""
+  from ihc_jax import halftone  # pylint: disable=g-import-not-at-top
+  image_keys = jnp.stack([keys.key(_Keys.HALFTONE, i) for i in ids])
+  return np.asarray(jax.vmap(
+      lambda key, g: halftone.synthesize(key, g[None], halftone_config)[0])(
+          image_keys, jnp.asarray(gray)))
 
 
 def _score_batch(scorer: scoring.Scorer, pipeline: Any, baseline: Callable,
                  halftone_config: Any, truth: np.ndarray,
-                 references: np.ndarray, start: int, key: jax.Array,
-                 rng: np.random.Generator) -> jax.Array:
-  """Scores the three schemes on one batch of images; returns the key."""
-  from ihc_jax import halftone  # pylint: disable=g-import-not-at-top
+                 references: np.ndarray, ids: np.ndarray, keys: _Keys
+                 ) -> None:
+  """Scores the three schemes on one batch of images (split indices `ids`)."""
   settings = scorer.settings
-  key, ht_key, ex_key = jax.random.split(key, 3)
   gray = np.asarray(colorspace.rgb_to_gray(truth))
-  ht = np.asarray(halftone.synthesize(ht_key, gray, halftone_config))
-  seed = int(settings.seed) + start
+  ht = _halftones(keys, ids, gray, halftone_config)
   result = pipeline.colorize(ht, truth, num_samples=int(settings.num_random),
-                             seed=seed, return_intermediates=True)
+                             seed=keys.ints(_Keys.PIPELINE, ids),
+                             return_intermediates=True)
   inter = result.intermediates
   ihn_gray = scoring.clip(inter["ihn_gray"])
   scorer.gray(ihn_gray, gray)
@@ -312,12 +348,12 @@ def _score_batch(scorer: scoring.Scorer, pipeline: Any, baseline: Callable,
   scorer.recovery("full", scoring.clip(result.reference), truth)
   scorer.recovery("ihn_c", scoring.clip(inter["ref_forward"]), truth)
   scorer.recovery("c_ihn", scoring.clip(inter["ref_inverse"]), truth)
-  scorer.recovery("ihn_exemplar",
-                  scoring.clip(baseline(ihn_gray, truth, ex_key)), truth)
-  key = _score_random_scheme(scorer, result, baseline, ihn_gray, references,
-                             key, rng)
-  return _score_reference_scheme(scorer, pipeline, baseline, ht, ihn_gray,
-                                 references, start, seed, key)
+  scorer.recovery("ihn_exemplar", _per_image_baseline(
+      baseline, keys, ids, ihn_gray, truth, 0), truth)
+  _score_random_scheme(scorer, result, baseline, ihn_gray, references, ids,
+                       keys)
+  _score_reference_scheme(scorer, pipeline, baseline, ht, ihn_gray,
+                          references, ids, keys)
 
 
 def evaluate(config: Any, workdir: str, *, pipeline: Any = None,
@@ -363,13 +399,12 @@ def evaluate(config: Any, workdir: str, *, pipeline: Any = None,
   n = len(images)
   batch_size = _batch_size(config, settings)
   scorer = scoring.Scorer(settings, lpips_net, inception)
-  rng = np.random.default_rng(int(settings.seed))
-  key = jax.random.PRNGKey(int(settings.seed))
+  keys = _Keys(settings.seed)
   halftone_config = config.get("halftone") if config is not None else None
   for start in range(0, n, batch_size):
     truth = images[start:start + batch_size]
-    key = _score_batch(scorer, pipeline, baseline, halftone_config, truth,
-                       references, start, key, rng)
+    _score_batch(scorer, pipeline, baseline, halftone_config, truth,
+                 references, np.arange(start, start + len(truth)), keys)
     logger.info("evaluated %d / %d images", start + len(truth), n)
   results = scoring.results(scorer, workdir, n, missing)
   write_results(results, output_dir or os.fspath(workdir))

@@ -44,7 +44,7 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -156,6 +156,23 @@ def _encoder_step(model_config: Any) -> int:
   return 2**int(model_config.encoder.num_downsamples) * int(
       model_config.encoder.pool)
 
+
+
+def _image_keys(seed: int | Sequence[int], batch: int
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Per-image (noise, reference, random-code) keys, each [B, 2]."""
+  if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+    root = jax.random.PRNGKey(int(seed))
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+        root, jnp.arange(batch, dtype=jnp.uint32))
+  else:
+    seeds = np.asarray(seed)
+    if (seeds.shape != (batch,) or seeds.dtype.kind not in "iu"):
+      raise ValueError(f"seed must be an int or {batch} ints (one per image), "
+                       f"got {seed!r}")
+    keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
+  split = jax.vmap(lambda k: jax.random.split(k, 3))(keys)  # [B, 3, 2]
+  return split[:, 0], split[:, 1], split[:, 2]
 
 class Pipeline:
   """The IHN + G + E + F colorization pipeline, jitted per input shape.
@@ -419,7 +436,7 @@ class Pipeline:
   # -- public API --------------------------------------------------------------
 
   def colorize(self, halftone: np.ndarray, reference: np.ndarray | None = None,
-               *, num_samples: int = 2, seed: int = 0,
+               *, num_samples: int = 2, seed: int | Sequence[int] = 0,
                reference_mode: str = "sample",
                return_intermediates: bool = False,
                screen_period: float | str | None = None) -> Colorization:
@@ -429,9 +446,13 @@ class Pipeline:
       halftone: [H, W] or [B, H, W, 1] float in [0, 1]; any size at least
         16 px on a side.
       reference: optional exemplar, [H, W, 3] (shared by the batch) or
-        [B, H, W, 3] RGB in [0, 1], any size (resized for E).
+        [B, H, W, 3] RGB in [0, 1], any size (resized for E). A shared
+        reference gives every image the same z_ref.
       num_samples: number of random codes (>= 0).
-      seed: seeds the noise map, the random codes and z_ref's sampling.
+      seed: seeds the noise map, the random codes and z_ref's sampling:
+        one int for the batch (image b gets `fold_in(PRNGKey(seed), b)`) or
+        one int per image (image b gets `PRNGKey(seed[b])`, so that its
+        result does not depend on the batch it came in).
       reference_mode: 'sample' (z = mu + sigma * eps, as the official test)
         or 'mean' (z = mu, deterministic).
       return_intermediates: also return every intermediate map.
@@ -452,11 +473,10 @@ class Pipeline:
     batch, height, width, _ = halftone.shape
     scale = self._screen_scale(halftone, screen_period)
     halftone = inference_inputs.rescale_scan(halftone, scale)
-    key = jax.random.PRNGKey(seed)
-    noise_key, ref_key, rand_key = jax.random.split(key, 3)
+    noise_keys, ref_keys, rand_keys = _image_keys(seed, batch)
     codes, z_all = self._codes(reference, batch, num_samples, reference_mode,
-                               ref_key, rand_key)
-    out = self._run_tiles(halftone, z_all, noise_key, return_intermediates)
+                               ref_keys, rand_keys)
+    out = self._run_tiles(halftone, z_all, noise_keys, return_intermediates)
     if scale != 1.0:
       out = {k: np.stack([resize(v, height, width) for v in value])
              for k, value in out.items()}
@@ -465,39 +485,51 @@ class Pipeline:
                          intermediates=return_intermediates)
 
   def _codes(self, reference: np.ndarray | None, batch: int,
-             num_samples: int, reference_mode: str, ref_key: jax.Array,
-             rand_key: jax.Array) -> tuple[list[str], np.ndarray]:
-    """Code names ('ref', 'rand1', ...) and codes z [B, K, nz] float32."""
+             num_samples: int, reference_mode: str, ref_keys: jax.Array,
+             rand_keys: jax.Array) -> tuple[list[str], np.ndarray]:
+    """Code names ('ref', 'rand1', ...) and codes z [B, K, nz] float32
+    (image b's from its own keys `ref_keys[b]`, `rand_keys[b]`)."""
     nz = int(self.model_config.generator.nz)
     codes, z_parts = [], []
     if reference is not None:
       reference = inference_inputs.reference_batch(reference, batch)
       mu, logvar = self.encode_reference(reference)
-      if reference_mode == "sample":
-        z_ref = np.asarray(models.sample_latent(ref_key, jnp.asarray(mu),
-                                                jnp.asarray(logvar)))
+      shared = np.shape(mu)[0] == 1
+      if reference_mode == "sample" and shared:
+        # One reference for the batch: one code for all (the first key).
+        z_ref = np.asarray(models.sample_latent(
+            ref_keys[0], jnp.asarray(mu), jnp.asarray(logvar)))
+      elif reference_mode == "sample":
+        z_ref = np.asarray(jax.vmap(models.sample_latent)(
+            ref_keys, jnp.asarray(mu), jnp.asarray(logvar)))
       else:
         z_ref = mu
       z_parts.append(np.broadcast_to(z_ref, (batch, nz))[:, None])
       codes.append("ref")
     if num_samples:
-      z_rand = np.stack([np.asarray(jax.random.normal(
-          jax.random.fold_in(rand_key, b), (num_samples, nz)))
-                         for b in range(batch)])
+      z_rand = np.asarray(jax.vmap(
+          lambda k: jax.random.normal(k, (num_samples, nz)))(rand_keys))
       z_parts.append(z_rand)
       codes += [f"rand{i + 1}" for i in range(num_samples)]
     return codes, np.concatenate(z_parts, axis=1).astype(np.float32)
 
   def _run_tiles(self, halftone: np.ndarray, z_all: np.ndarray,
-                 noise_key: jax.Array, intermediates: bool
+                 noise_keys: jax.Array, intermediates: bool
                  ) -> dict[str, np.ndarray]:
-    """The graph over overlapping tiles of `halftone`, blended back."""
-    calls = [0]
+    """The graph over overlapping tiles of `halftone`, blended back.
+
+    Tile t of image b (in `tiling`'s order within the image) has the noise
+    key `fold_in(noise_keys[b], t)`, whatever the other images are.
+    """
+    tiles_done = np.zeros(len(halftone), np.int64)
 
     def fn(tiles: np.ndarray, index: np.ndarray) -> dict[str, np.ndarray]:
-      keys = np.asarray(jax.vmap(lambda i: jax.random.fold_in(noise_key, i))(
-          jnp.arange(len(tiles)) + calls[0] * len(tiles)))
-      calls[0] += 1
+      number = np.empty(len(index), np.int64)
+      for i, b in enumerate(np.asarray(index)):
+        number[i] = tiles_done[b]
+        tiles_done[b] += 1
+      keys = np.asarray(jax.vmap(jax.random.fold_in)(
+          noise_keys[np.asarray(index)], jnp.asarray(number, jnp.uint32)))
       z = z_all[index]
       compiled = self._compiled_fn(tiles, z, keys, intermediates)
       out = compiled(self.variables, tiles, z, keys)

@@ -12,6 +12,10 @@ datasets. Every element is a dict of per-host batches, NHWC float32 in [0, 1]:
   official Deep Exemplar-based Colorization outputs have),
 * `mask`      [b] (eval only) 1.0 for a held-out image, 0.0 for padding or
   an unreadable file.
+* `id`        [b] int32 (eval only) the image's index in the whole held-out
+  split (padding: past its end); evaluation keys each image's halftone
+  screen, noise map and random codes by it (`trainers.per_example`), and
+  an indexed reference source is picked by it.
 
 Evaluation on several hosts: each host reads a strided shard of the held-out
 files, and every host yields the same number of full eval batches
@@ -247,7 +251,8 @@ def create_datasets(
       host.evaluation, host.reference, eval_examples,
       host_count=host.eval_counts[process_index],
       length=num_eval_batches * eval_batch, batch=eval_batch,
-      options=options)
+      options=options, process_index=process_index,
+      process_count=process_count)
   return train_ds, eval_ds
 
 

@@ -149,3 +149,63 @@ def test_chained_config_is_evaluated_on_its_last_stage():
   assert evaluate.stage_config_of(chained) is chained.stages.fusion
   assert evaluate.stage_config_of(fusion) is fusion
   assert evaluate.stage_config_of(None) is None
+
+
+class SeededPipeline(StubPipeline):
+  """Outputs that depend on the halftone and on each image's own seed."""
+
+  def colorize(self, ht, reference=None, *, num_samples=2, seed=0,
+               return_intermediates=False):
+    out = super().colorize(ht, reference, num_samples=num_samples, seed=seed,
+                           return_intermediates=return_intermediates)
+    assert len(seed) == ht.shape[0]  # one seed per image
+    shift = np.array([np.random.default_rng(s).uniform(-0.05, 0.05)
+                      for s in seed], np.float32)[:, None, None, None]
+    detail = ht.mean(axis=(1, 2, 3), keepdims=True) * 0.1
+    if out.reference is not None:
+      out.reference = out.reference + shift + detail
+    out.samples = out.samples + shift[:, None] + detail[:, None]
+    return out
+
+
+def test_figures_do_not_depend_on_the_batch_size(tmp_path):
+  """3 images (odd) scored in batches of 1, 2 and 4 give the same figures:
+  halftones, codes, reference picks and baseline draws follow the image."""
+  variables = weights.random_variables_like(lpips.expected_shapes("alex"),
+                                            seed=0, init="he_normal")
+  lpips_path = str(tmp_path / "lpips_alex.npz")
+  weights.save_variables(lpips_path, variables)
+  rng = np.random.default_rng(0)
+  images = rng.uniform(0.2, 0.8, (3, SIZE, SIZE, 3)).astype(np.float32)
+
+  def baseline(gray, refs, key):  # A random draw from its key.
+    import jax  # pylint: disable=g-import-not-at-top
+    noise = np.asarray(jax.random.uniform(key, (len(gray), 1, 1, 3))) * 0.1
+    return np.broadcast_to(refs.mean(axis=(1, 2), keepdims=True) + noise,
+                           gray.shape[:3] + (3,))
+
+  results = []
+  for batch in (1, 2, 4):
+    config = ml_collections.ConfigDict({
+        "halftone": halftone.default_halftone_config(),
+        "data": {"eval_batch_size": batch},
+        "eval": {"every_steps": 10, "lpips_weights": lpips_path,
+                 "lpips_net": "alex", "num_random": 2, "num_references": 1,
+                 "diversity_pairs": 100, "exemplar_samples": 16,
+                 "inception_weights": str(tmp_path / "absent.npz")},
+    })
+    results.append(evaluate.evaluate(
+        config, str(tmp_path / f"run{batch}"), pipeline=SeededPipeline(),
+        images=images, baseline=baseline))
+  for other in results[1:]:
+    assert other["ihn_gray"] == pytest.approx(results[0]["ihn_gray"])
+    for row, want in zip(other["rows"], results[0]["rows"]):
+      for column in ("psnr", "ssim", "diversity"):
+        assert row[column] == pytest.approx(want[column], rel=1e-5), (
+            row["key"], column)
+  # The seeds matter (the check above could fail): other seeds, other PSNR.
+  assert results[0]["rows"][0]["psnr"] != pytest.approx(
+      evaluate.evaluate(config, str(tmp_path / "other"),
+                        pipeline=SeededPipeline(), images=images,
+                        baseline=baseline, seed=1)["rows"][0]["psnr"],
+      rel=1e-5)

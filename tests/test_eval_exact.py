@@ -8,6 +8,11 @@ instead of selection would turn the mean into NaN.
 
 * In one process: batch sizes 1, 2 and 4 give the per-image mean computed
   directly in numpy from the files.
+* Random inputs are keyed by the image, not by its place in a batch: the
+  blur baseline's PSNR on the project's real AM halftones (no learned
+  weights) is the same at eval batch 1, 2 and 4, on one process and on two,
+  and equals the mean over the images halftoned one at a time with
+  `fold_in(key, index in the split)`; so is each image's reference.
 * Two JAX processes (localhost, gloo, one CPU device each), global eval batch
   2 and 4: both processes report the single-process figures; they run the
   same number of eval steps although one has 3 images and the other 2.
@@ -26,8 +31,11 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from ihc_jax import colorspace
+from ihc_jax import halftone
 from ihc_jax import input_pipeline
 from ihc_jax import metrics
+from ihc_jax.trainers import baselines
 from ihc_jax.trainers import common
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,18 +69,44 @@ def _config(photos, eval_batch_size):
   return config
 
 
+HALFTONE = halftone.default_halftone_config()
+
+
+def _blur_psnr(rng, image):
+  """[B] PSNR of the blur descreen of a real AM halftone of `image`."""
+  gray = colorspace.rgb_to_gray(image)
+  ht = halftone.synthesize(rng, gray, HALFTONE)
+  return metrics.psnr(baselines.blur_baseline(ht, HALFTONE), gray,
+                      reduction="none")
+
+
 def toy_eval_step(state, batch, frozen, rng):
-  """Per-example [B] values: a brightness and a (padding: +inf) PSNR."""
-  del frozen, rng
+  """Per-example [B] values: a brightness, a (padding: +inf) PSNR, the
+  blur baseline on a halftone drawn from `rng`, the reference's mean."""
+  del frozen
   image = batch["image"]
   return {"brightness": state["gain"] * jnp.mean(image, axis=(1, 2, 3)),
-          "psnr": metrics.psnr(image * 0.9, image, reduction="none")}
+          "psnr": metrics.psnr(image * 0.9, image, reduction="none"),
+          "blur_psnr": _blur_psnr(rng, image),
+          "reference": jnp.mean(batch["reference"], axis=(1, 2, 3))}
+
+
+def _load(photos):
+  return [np.asarray(Image.open(os.path.join(photos, f"photo{i}.png")),
+                     np.float64) / 255.0 for i in range(NUM_IMAGES)]
+
+
+def _blur_expected(photos):
+  """The blur baseline's mean, each image halftoned alone with its key."""
+  root = jax.random.PRNGKey(0)
+  return np.mean([float(_blur_psnr(jax.random.fold_in(root, i),
+                                   jnp.asarray(x[None], jnp.float32))[0])
+                  for i, x in enumerate(_load(photos))])
 
 
 def _expected(photos):
   """Per-image means straight from the files, in float64."""
-  images = [np.asarray(Image.open(os.path.join(photos, f"photo{i}.png")),
-                       np.float64) / 255.0 for i in range(NUM_IMAGES)]
+  images = _load(photos)
   brightness = [2.0 * x.mean() for x in images]
   psnr = [10 * np.log10(1.0 / np.mean((0.1 * x) ** 2)) for x in images]
   return {"eval/brightness": np.mean(brightness), "eval/psnr": np.mean(psnr)}
@@ -89,16 +123,41 @@ def _evaluate(config, eval_step=toy_eval_step):
   mesh = common.make_mesh()
   state = common.replicate({"gain": np.float32(2.0)}, mesh)
   return common.evaluate(_toy_stage(), state, eval_ds, mesh, 0,
-                         jax.random.PRNGKey(0), jax.jit(eval_step))
+                         jax.random.PRNGKey(0),
+                         common.compile_eval_step(eval_step))
+
+
+@pytest.fixture(scope="module")
+def batch_one(photos):
+  return _evaluate(_config(photos, 1))
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 4])
-def test_batch_size_does_not_change_the_means(photos, batch_size):
+def test_batch_size_does_not_change_the_means(photos, batch_size, batch_one):
   got = _evaluate(_config(photos, batch_size))
   want = _expected(photos)
-  assert sorted(got) == sorted(want)
+  assert sorted(got) == sorted(list(want) + ["eval/blur_psnr",
+                                             "eval/reference"])
   for key, value in want.items():
     np.testing.assert_allclose(got[key], value, rtol=1e-5, err_msg=key)
+  # Random halftones and references follow the image, not the batching.
+  np.testing.assert_allclose(got["eval/blur_psnr"], _blur_expected(photos),
+                             rtol=1e-5)
+  np.testing.assert_allclose(got["eval/reference"], batch_one["eval/reference"],
+                             rtol=1e-6)
+
+
+def test_a_batch_keyed_step_would_differ(photos):
+  """The check above can fail: one key for the whole batch (the old way)
+  gives other screens, hence another blur figure, at batch 4 than alone."""
+  got = _evaluate(_config(photos, 4))
+  mesh = common.make_mesh()
+  _, eval_ds = input_pipeline.create_datasets(_config(photos, 4), seed=0)
+  batch = next(eval_ds.as_numpy_iterator())
+  batch_keyed = _blur_psnr(jax.random.PRNGKey(0),
+                           jnp.asarray(batch["image"]))[:4]
+  del mesh
+  assert abs(float(jnp.mean(batch_keyed)) - got["eval/blur_psnr"]) > 1e-3
 
 
 def test_hosts_run_the_same_steps_and_cover_every_image_once(photos):
@@ -204,7 +263,9 @@ def test_two_processes_equal_one_process(photos, tmp_path):
       for key, value in want.items():
         np.testing.assert_allclose(got[key], value, rtol=1e-5,
                                    err_msg=f"{key} batch {batch}")
-        np.testing.assert_allclose(got[key], single[key], rtol=1e-6)
+      for key in single:
+        np.testing.assert_allclose(got[key], single[key], rtol=1e-5,
+                                   err_msg=f"{key} batch {batch}")
 
 
 def test_paper_evaluation_reads_each_held_out_image_once(photos):

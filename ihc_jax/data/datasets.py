@@ -153,7 +153,9 @@ class _EvalElement:
 
   def __init__(self, evaluation: Any, reference: Any,
                examples: examples_lib.Examples | None, host_count: int,
-               size: int):
+               size: int, process_index: int = 0, process_count: int = 1):
+    self.process_index = process_index
+    self.process_count = process_count
     self.evaluation = evaluation
     self.reference = reference
     self.examples = examples
@@ -175,8 +177,12 @@ class _EvalElement:
       # Padding up to the common number of batches.
       return _unusable(size, self.num_keys)
     image = self._image(index, image_bytes)
+    # An indexed reference source is picked by the example's place in the
+    # whole split, so that it does not depend on the number of processes.
     reference_index, reference_image = _read(
-        self.reference_picker, self.reference, index, reference_bytes)
+        self.reference_picker, self.reference,
+        example_id(index, self.process_index, self.process_count),
+        reference_bytes)
     if image is None or reference_image is None:
       return _unusable(size, self.num_keys)
     top, left = crops.center_crop_params(image.shape, size)
@@ -192,13 +198,21 @@ class _EvalElement:
     return outputs + [True]
 
 
+def example_id(index: int, process_index: int, process_count: int) -> int:
+  """The split-wide index of a host's eval element `index` (strided shards,
+  `sources.build_sources`); padding gets ids past the split's end."""
+  return process_index + index * process_count
+
+
 def eval_dataset(evaluation: Any, reference: Any,
                  examples: examples_lib.Examples | None, *, host_count: int,
-                 length: int, batch: int, options: StreamOptions
+                 length: int, batch: int, options: StreamOptions,
+                 process_index: int = 0, process_count: int = 1
                  ) -> tf.data.Dataset:
-  """`length` eval elements of a host (its shard, then padding), batched."""
+  """`length` eval elements of a host (its shard, then padding), batched,
+  each with its split-wide `id` (`example_id`)."""
   element = _EvalElement(evaluation, reference, examples, host_count,
-                         options.size)
+                         options.size, process_index, process_count)
   keys = _keys(examples)
   empty = _endless_empty()
   eval_elements = tf.data.Dataset.range(length)
@@ -210,8 +224,10 @@ def eval_dataset(evaluation: Any, reference: Any,
                      else reference.encoded().repeat())
   eval_ds = tf.data.Dataset.zip((eval_elements, eval_images, eval_references))
   eval_ds = eval_ds.map(
-      lambda e, i, r: tf.numpy_function(element.arrays, [e, i, r],
-                                        _out_types(keys), stateful=False),
+      lambda e, i, r: (tf.cast(example_id(e, process_index, process_count),
+                               tf.int32),
+                       *tf.numpy_function(element.arrays, [e, i, r],
+                                          _out_types(keys), stateful=False)),
       num_parallel_calls=options.parallel, deterministic=True)
   return _finish_eval(eval_ds, keys, options.size, batch)
 
@@ -234,12 +250,13 @@ def _finish_eval(dataset: tf.data.Dataset, keys: Sequence[str], size: int,
                  batch: int) -> tf.data.Dataset:
   """Eval: keeps every element, with `mask` 1.0 for a usable image and 0.0
   for padding or an unreadable file, in full batches."""
-  def to_dict(*values):
+  def to_dict(ids, *values):
     out = {}
     for key, value in zip(keys, values[:-1]):
       value.set_shape([size, size, 3])
       out[key] = value
     out["mask"] = tf.cast(values[-1], tf.float32)
+    out["id"] = ids
     return out
   return dataset.map(to_dict).batch(batch, drop_remainder=True).prefetch(
       tf.data.AUTOTUNE)

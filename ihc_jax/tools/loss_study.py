@@ -122,7 +122,7 @@ def run_variants(config: ml_collections.ConfigDict,
   mesh = common.make_mesh()
   frozen = common.replicate(stage.frozen, mesh)
   train_step = jax.jit(stage.train_step, donate_argnums=(0,))
-  eval_step = jax.jit(stage.eval_step)
+  eval_step = common.compile_eval_step(stage.eval_step)
   out = {}
   os.makedirs(results_dir, exist_ok=True)
   for variant, (weights, seeds) in plan.items():

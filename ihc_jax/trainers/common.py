@@ -28,7 +28,7 @@ from ihc_jax.trainers.config_schema import (REQUIRED_PREFIX, hparams,
                                             validate_config)
 from ihc_jax.trainers.grids import image_grid, save_png
 from ihc_jax.trainers.loop import (EVAL_CONTRACT, Stage, TrainStep, console,
-                                   evaluate,
+                                   compile_eval_step, evaluate,
                                    run_stage, shard, write_summary)
 from ihc_jax.trainers.mesh import make_mesh, replicate, replicated
 from ihc_jax.trainers.preemption import StopOnSigterm

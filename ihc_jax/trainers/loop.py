@@ -39,6 +39,7 @@ from ihc_jax.trainers.checkpoints import (CHECKPOINT_DIR, StageCheckpointer,
 from ihc_jax.trainers.config_schema import hparams
 from ihc_jax.trainers.grids import image_grid, save_png
 from ihc_jax.trainers.mesh import make_mesh, replicate, replicated
+from ihc_jax.trainers.per_example import per_example, with_ids
 from ihc_jax.trainers.preemption import StopOnSigterm
 from ihc_jax.trainers.train_state import (Metrics, NonFiniteError, TrainState,
                                           Variables, init_state)
@@ -58,9 +59,11 @@ class Stage:
       scalars (every weighted loss term, 'loss', 'nonfinite').
     frozen: pytree of frozen variables passed to every step.
     eval_step: `(state, batch, frozen, rng) -> metrics`, per-example [B]
-      values (e.g. PSNR/SSIM; see `EVAL_CONTRACT`), or None.
+      values (e.g. PSNR/SSIM; see `EVAL_CONTRACT`), or None. The loop runs
+      it through `per_example`: each example alone, with its own key.
     sample_step: `(state, batch, frozen, rng) -> [images]`, the columns of
-      the image grid ([B, H, W, 1 or 3] each, [0, 1] scale), or None.
+      the image grid ([B, H, W, 1 or 3] each, [0, 1] scale), or None; also
+      run per example.
     sample_titles: the titles of those columns.
   """
   name: str
@@ -132,6 +135,12 @@ def _agree_on_batches(eval_ds: Any) -> int | None:
   return cardinality
 
 
+def compile_eval_step(eval_step: Callable) -> Callable:
+  """A stage's eval (or sample) step, run per example and jitted, as
+  `evaluate` takes it. Make it once per run: each call compiles anew."""
+  return jax.jit(per_example(eval_step))
+
+
 def evaluate(stage: Stage, state: TrainState, eval_ds: Any, mesh: Mesh,
              num_batches: int, rng: jax.Array, eval_step: Callable
              ) -> dict[str, float]:
@@ -141,6 +150,11 @@ def evaluate(stage: Stage, state: TrainState, eval_ds: Any, mesh: Mesh,
   (1.0 real example, 0.0 padding; absent -> all real), as
   `input_pipeline.create_datasets` makes them: every host has the same
   number of batches of the same shape, so every host runs the same steps.
+  Each example's random inputs (halftone screen, noise map, random codes)
+  come from `fold_in(rng, id)`, its `id` being its index in the held-out
+  split (`batch["id"]`; absent -> numbered here the way
+  `input_pipeline`'s strided host shards are): the figures do not depend on
+  the eval batch size or the number of processes.
 
   Args:
     stage: the stage (its `frozen` is passed to `eval_step`).
@@ -148,8 +162,9 @@ def evaluate(stage: Stage, state: TrainState, eval_ds: Any, mesh: Mesh,
     eval_ds: the host's eval batches (tf.data.Dataset or an iterable).
     mesh: the device mesh.
     num_batches: at most this many batches (<= 0: all of them).
-    rng: folded with the batch index for each step.
-    eval_step: `(state, batch, frozen, rng) -> {name: [B] per-example}`.
+    rng: the eval key, folded with each example's id.
+    eval_step: `compile_eval_step(stage.eval_step)`: `(state, batch, frozen,
+      rng) -> {name: [B] per-example}` with per-example keys.
 
   Returns:
     {"eval/<name>": sum over real examples / their number}, the same for
@@ -167,15 +182,16 @@ def evaluate(stage: Stage, state: TrainState, eval_ds: Any, mesh: Mesh,
   masked_sums = jax.jit(_masked_sums, out_shardings=replicated(mesh))
   sums: dict[str, float] = collections.defaultdict(float)
   count = 0.0
+  start = 0
   for i, batch in enumerate(_numpy_iterator(eval_ds)):
     if 0 < num_batches <= i:
       break
-    batch = dict(batch)
+    batch = with_ids(batch, start, jax.process_index(), jax.process_count())
+    start += len(batch["id"])
     if "mask" not in batch:
-      batch["mask"] = np.ones(len(next(iter(batch.values()))), np.float32)
+      batch["mask"] = np.ones(len(batch["id"]), np.float32)
     sharded = shard(batch, mesh)
-    metrics = eval_step(state, sharded, stage.frozen,
-                        jax.random.fold_in(rng, i))
+    metrics = eval_step(state, sharded, stage.frozen, rng)
     _check_per_example(metrics, sharded["mask"].shape[0])
     batch_sums, batch_count = jax.device_get(
         masked_sums(dict(metrics), sharded["mask"]))
@@ -342,8 +358,10 @@ def _train(run: _Run, state: TrainState, train_ds: Any, eval_ds: Any,
   config, stage = run.config, run.stage
   num_steps = config.num_train_steps
   train_step = jax.jit(stage.train_step, donate_argnums=(0,))
-  eval_step = jax.jit(stage.eval_step) if stage.eval_step else None
-  sample_step = jax.jit(stage.sample_step) if stage.sample_step else None
+  eval_step = (compile_eval_step(stage.eval_step) if stage.eval_step
+               else None)
+  sample_step = (compile_eval_step(stage.sample_step) if stage.sample_step
+                 else None)
   report = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=run.writer,
       every_steps=config.log.every_steps)
@@ -363,8 +381,12 @@ def _train(run: _Run, state: TrainState, train_ds: Any, eval_ds: Any,
   sample_batch = None
   last_log = time.time()
   while step < num_steps and not stop.agreed_at(step, every):
-    batch = shard(next(train_iter), run.mesh)
-    sample_batch = batch if sample_batch is None else sample_batch
+    host_batch = next(train_iter)
+    batch = shard(host_batch, run.mesh)
+    if sample_batch is None and sample_step is not None:
+      # The grid's rows: the first train batch, numbered for their keys.
+      sample_batch = shard(with_ids(host_batch, 0, jax.process_index(),
+                                    jax.process_count()), run.mesh)
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       state, metrics = train_step(state, batch, stage.frozen,
                                   jax.random.fold_in(train_key, step))
@@ -464,7 +486,7 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, stage: Stage,
       if stage.eval_step and not eval_metrics:
         eval_metrics = evaluate(stage, state, eval_ds, mesh,
                                 config.eval.num_batches, eval_key,
-                                jax.jit(stage.eval_step))
+                                compile_eval_step(stage.eval_step))
       if is_chief:
         if eval_metrics and not _evaluated_at(workdir, step):
           append_eval_history(workdir, step, eval_metrics)
