@@ -6,7 +6,6 @@ repeat, no fresh-process memory runs) and checks the printed figures, never
 a speed. The import shims are checked without the clone.
 """
 
-import math
 import os
 import re
 import subprocess
@@ -59,30 +58,18 @@ def test_side_by_side_on_small_shapes():
   timings = {}
   for item in ("forward ihn", "forward generator", "forward encoder", "forward fusion",
                "reference path", "test.py (ref + 2 random)", "IHN train step",
-               "colour train step", official.CEILING_ITEM):
+               "colour train step"):
     row = next(line for line in lines if line.startswith(item))
     torch_s, jax_s, ratio = (float(v) for v in row[28:].replace("x", "").split())
     assert torch_s > 0 and jax_s > 0
     assert ratio == pytest.approx(torch_s / jax_s, rel=0.05, abs=0.01)
     timings[item] = torch_s, jax_s
   assert any(line.startswith("load average") for line in lines)
-  # The roofline: each item's GFLOP, both sides' GFLOP/s consistent with the
-  # timings above, and the ceiling from the faster side of the timed matmul.
-  header = next(i for i, line in enumerate(lines) if line.startswith("roofline:"))
-  ceiling = float(re.search(r"float32 matmul ([\d.]+) GFLOP/s", lines[header]).group(1))
-  for item in ("test.py (ref + 2 random)", "colour train step", official.CEILING_ITEM):
-    torch_s, jax_s = timings[item]
-    row = next(line for line in lines[header:] if line.startswith(item))
-    gflop, torch_rate, jax_rate, at_ceiling, best = (
-        float(v) for v in row[28:].replace("x", "").split())
-    assert gflop > 0
-    assert torch_rate == pytest.approx(gflop / torch_s, rel=0.02, abs=1)
-    assert jax_rate == pytest.approx(gflop / jax_s, rel=0.02, abs=1)
-    assert at_ceiling == pytest.approx(gflop / ceiling, rel=0.02, abs=2e-3)
-    assert best == pytest.approx(torch_s / at_ceiling, rel=0.05, abs=0.01)
-  matmul_torch, matmul_jax = timings[official.CEILING_ITEM]
-  assert ceiling == pytest.approx(2 * 2048**3 / 1e9 / min(matmul_torch, matmul_jax), rel=0.02)
   last = re.fullmatch(r"torch/ihc_jax: inference ([\d.]+)x, ihn_step ([\d.]+)x, "
                       r"color_step ([\d.]+)x", lines[-1])
   assert last, lines[-1]
-  assert all(math.isfinite(float(v)) and float(v) > 0 for v in last.groups())
+  # The summary repeats the rows' ratios.
+  for value, item in zip(last.groups(), ("test.py (ref + 2 random)",
+                                         "IHN train step", "colour train step")):
+    torch_s, jax_s = timings[item]
+    assert float(value) == pytest.approx(torch_s / jax_s, rel=0.05, abs=0.01)

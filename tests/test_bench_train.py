@@ -23,7 +23,6 @@ def test_bench_train_profile_prints_scopes_and_ops(capsys):
   names = {name for _, name, _ in scopes}
   assert "update" in names, out
   assert any(name not in ("update", "(unscoped)") for name in names), out
-  assert 99.0 <= sum(float(share) for share, _, _ in scopes) <= 101.0, scopes
   ops = [line for line in out.splitlines()
          if re.match(r"\s+[\d.]+\s+[\d.]+%\s+\S+\s+\S+\[", line)]
   assert 1 <= len(ops) <= 4, out

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ihc_jax.models import conv_grad
+from ihc_jax.models import layers
 
 # (batch, height, width, C_in, C_out, kernel, stride, padding)
 CASES = (
@@ -383,3 +384,56 @@ def test_xla_gradients_context_restores_xla_form(monkeypatch):
     np.testing.assert_allclose(np.asarray(inside(kernel)), want, rtol=1e-6, atol=1e-5)
   assert not conv_grad._xla_only  # pylint: disable=protected-access
   assert "while" in grad_fn(conv_grad.conv).lower(kernel).as_text()  # the taps' loop
+
+
+def _small_conv_forms(stride, padding, reflect):
+  """form -> (jitted forward(x, kernel), jitted gradients of sum(y^2)):
+  XLA's convolution and the one-matmul form `layers` uses on small maps."""
+  def padded(x):
+    if reflect:
+      return layers.reflect_pad(x, padding)
+    return jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+
+  forms = {}
+  for name, valid in (("xla", layers.conv_valid_xla),
+                      ("matmul", layers.conv_valid_matmul)):
+    forward = lambda x, k, valid=valid: valid(padded(x), k, stride)
+    grads = jax.grad(lambda x, k, f=forward: jnp.sum(f(x, k) ** 2),
+                     argnums=(0, 1))
+    forms[name] = (jax.jit(forward), jax.jit(grads))
+  return forms
+
+
+def test_small_conv_forms_agree_with_numpy():
+  """Both forms `layers` chooses between, zero and reflect padded, stride 1
+  and 2, forward and gradients, against numpy (random inputs made here)."""
+  rng = np.random.default_rng(2)
+  x = rng.random((2, 4, 4, 3), np.float32)
+  for k, stride, padding, reflect in ((3, 1, 1, False), (3, 1, 1, True), (4, 2, 1, False)):
+    kernel = rng.standard_normal((k, k, 3, 5)).astype(np.float32)
+    mode = "reflect" if reflect else "constant"
+    xp = np.pad(x.astype(np.float64), ((0, 0), (padding,) * 2, (padding,) * 2, (0, 0)), mode)
+    out = (xp.shape[1] - k) // stride + 1
+    want = np.zeros((2, out, out, 5))
+    for i in range(k):
+      for j in range(k):
+        want += xp[:, i:i + stride * (out - 1) + 1:stride,
+                   j:j + stride * (out - 1) + 1:stride] @ kernel[i, j]
+    forms = _small_conv_forms(stride, padding, reflect)
+    for name, (forward, grads) in forms.items():
+      np.testing.assert_allclose(np.asarray(forward(x, kernel)), want, rtol=1e-5,
+                                 atol=1e-5, err_msg=f"{name} k{k} s{stride}")
+      gx, gk = grads(x, kernel)
+      # d/dk sum(y^2) = sum over windows of 2 y * window.
+      gk_want = np.zeros(kernel.shape)
+      for i in range(k):
+        for j in range(k):
+          window = xp[:, i:i + stride * (out - 1) + 1:stride, j:j + stride * (out - 1) + 1:stride]
+          gk_want[i, j] = np.einsum("nhwc,nhwo->co", window, 2 * want)
+      np.testing.assert_allclose(np.asarray(gk), gk_want, rtol=1e-4, atol=1e-3,
+                                 err_msg=f"{name} kernel gradient")
+      assert np.asarray(gx).shape == x.shape
+    # The two forms' input gradients agree with each other.
+    np.testing.assert_allclose(np.asarray(forms["xla"][1](x, kernel)[0]),
+                               np.asarray(forms["matmul"][1](x, kernel)[0]),
+                               rtol=1e-4, atol=1e-4)

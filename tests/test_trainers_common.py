@@ -25,6 +25,7 @@ from ihc_jax import colorspace
 from ihc_jax.trainers import common
 from ihc_jax.trainers import defaults
 from ihc_jax.trainers import hist
+from ihc_jax.trainers import train_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -322,13 +323,17 @@ def test_sigterm_saves_checkpoint_and_returns(tmp_path):
   workdir = str(tmp_path / "term")
   config = toy_config(100_000)
 
+  missed = []
+
   def send_sigterm():
-    deadline = time.time() + 120
+    # config.json is written once the SIGTERM handler is installed; the
+    # signal goes out then, or at the deadline (which fails the test).
+    deadline = time.time() + 300
     while not os.path.exists(os.path.join(workdir, "config.json")):
       if time.time() > deadline:
-        return
+        missed.append("run_stage wrote no config.json within 300 s")
+        break
       time.sleep(0.05)
-    time.sleep(0.5)
     os.kill(os.getpid(), signal.SIGTERM)
 
   previous = signal.getsignal(signal.SIGTERM)
@@ -336,6 +341,7 @@ def test_sigterm_saves_checkpoint_and_returns(tmp_path):
   thread.start()
   common.run_stage(config, workdir, toy_stage())
   thread.join()
+  assert not missed, missed
   step, stage, networks = common.checkpoint_networks(workdir)
   assert 0 <= step < 100_000 and stage == "toy" and networks == ["toy"]
   assert signal.getsignal(signal.SIGTERM) is previous  # handler restored
@@ -394,3 +400,22 @@ def test_step_on_2_and_8_fake_devices_equals_one_device():
                           capture_output=True, text=True, timeout=240)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "SHARDED_OK" in result.stdout
+
+
+def test_cpu_update_is_one_conditional_unless_told_otherwise():
+  tx = {"net": optax.adam(0.1)}
+  state = common.init_state({"net": {"params": {"w": jnp.ones(2),
+                                                "v": jnp.ones(3)}}}, tx)
+  grads = {"net": {"w": jnp.ones(2), "v": jnp.ones(3)}}
+
+  def compiled_text():
+    # A fresh function each time: jit caches traces by function object.
+    def update(s, g):
+      return common.guarded_update(s, tx, g, {}, [jnp.float32(1.0)])
+    return jax.jit(update).lower(state, grads).compile().as_text()
+
+  default = compiled_text()
+  with train_state.per_leaf_select():
+    select = compiled_text()
+  assert " conditional(" in default
+  assert " conditional(" not in select

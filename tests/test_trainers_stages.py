@@ -48,7 +48,6 @@ def test_stage_ran_end_to_end(chain_run, stage):
   with open(os.path.join(stage_dir, "metrics_summary.json")) as f:
     summary = json.load(f)["metrics"]
   assert summary and all(np.isfinite(v) for v in summary.values())
-  assert summary == pytest.approx(results[stage])
   if stage != "hist":
     grid = os.path.join(stage_dir, "samples", "step_0000002.png")
     assert os.path.getsize(grid) > 0
@@ -66,8 +65,6 @@ def test_chain_summary_and_metrics(chain_run):
   with open(os.path.join(workdir, "metrics_summary.json")) as f:
     summary = json.load(f)
   assert sorted(summary) == sorted(STAGES)
-  for stage in STAGES:
-    assert summary[stage] == pytest.approx(results[stage])
   assert {"eval/ihn_psnr", "eval/blur_baseline_psnr"} <= set(results["ihn"])
   assert {"eval/recovery_psnr", "eval/recovery_ssim", "eval/random_washed",
           "eval/self_transfer_psnr"} <= set(results["color"])

@@ -3,8 +3,7 @@
 import importlib
 import sys
 
-SUITES = ("data", "models", "losses", "train", "inference", "official", "conv", "profile",
-          "steps", "compile", "loop")
+SUITES = ("data", "models", "losses", "train", "inference", "official", "profile")
 
 
 def main(argv: list[str]) -> None:

@@ -1,7 +1,7 @@
 """Side by side with the official PyTorch code: `python -m ihc_jax.bench official`.
 
   python -m ihc_jax.bench official --repo PATH [--size 256] [--repeats 5]
-      [--train-batch 2] [--no-memory] [--no-roofline]
+      [--train-batch 2] [--no-memory]
 
 PATH is your own clone of ccc870206/InverseHalftoneColorization; its modules
 are imported from there (nothing of it is part of ihc_jax) through
@@ -32,10 +32,7 @@ warm-up call that includes JAX's compilation):
 
 Printed per item: both medians and the ratio torch time / ihc_jax time (> 1:
 ihc_jax is faster). Then the peak resident memory of each side running
-test.py once in a fresh process (--no-memory skips it), the roofline
-(`ihc_jax.bench.roofline`: each item's GFLOP, both sides' GFLOP/s, and the
-best ratio any direct-convolution code could reach at this machine's matmul
-rate; --no-roofline skips it), and the load average
+test.py once in a fresh process (--no-memory skips it), and the load average
 (the machine may be shared: read ratios against it). The last line gives the
 ratios for inference (all of test.py), the IHN step and the colour step.
 Benchmark figures only: nothing here asserts a speed.
@@ -65,8 +62,6 @@ _PERCEPTUAL_WEIGHT = 1.0
 _L1_WEIGHT = 10.0
 _KL_WEIGHT = 0.01
 _LEARNING_RATE = 2e-4
-# The timed float32 matmul whose faster side is the roofline's ceiling.
-CEILING_ITEM = "matmul 2048 (ceiling)"
 
 
 def make_inputs(size: int, batch: int, seed: int) -> dict[str, np.ndarray]:
@@ -447,25 +442,7 @@ def build_items(repo: str, size: int, train_batch: int, seed: int
   items["IHN train step"] = _ihn_step_item(side, flax_nets, variables, xb, seed)
   items["colour train step"] = _color_step_item(side, flax_nets, variables, xb,
                                                 seed)
-  items[CEILING_ITEM] = _matmul_item(side, seed)
   return items
-
-
-def _matmul_item(side: "TorchSide", seed: int
-                 ) -> tuple[Callable[[], Any], Callable[[], Any]]:
-  """One float32 [n, n] matmul (n = `roofline.MATMUL_SIZE`) on both sides:
-  the roofline's ceiling, timed among the other items so that it sees the
-  same load."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from ihc_jax.bench import roofline  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(seed)
-  a, b = (rng.standard_normal((roofline.MATMUL_SIZE,) * 2).astype(np.float32)
-          for _ in range(2))
-  torch_a, torch_b = side.torch.from_numpy(a), side.torch.from_numpy(b)
-  jax_a, jax_b = jnp.asarray(a), jnp.asarray(b)
-  matmul = jax.jit(jnp.matmul)
-  return (lambda: side.torch.mm(torch_a, torch_b)), (lambda: _block(matmul(jax_a, jax_b)))
 
 
 # -- peak memory ----------------------------------------------------------------
@@ -543,8 +520,6 @@ def main(argv: Sequence[str]) -> None:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--no-memory", action="store_true",
                       help="skip the two fresh-process peak-memory runs")
-  parser.add_argument("--no-roofline", action="store_true",
-                      help="skip the FLOP counts and the matmul ceiling")
   args = parser.parse_args(list(argv))
   if args.size % 128:
     parser.error(f"--size must be a multiple of 128 (7-level U-Nets), got {args.size}")
@@ -571,13 +546,6 @@ def main(argv: Sequence[str]) -> None:
     jax_gb = _in_fresh_process(_peak_rss_jax, args.size, args.seed)
     print(f"peak RSS, test.py once in a fresh process: torch {torch_gb:.2f} GB, "
           f"ihc_jax {jax_gb:.2f} GB (each includes its imports; ihc_jax also compilation)")
-  if not args.no_roofline:
-    from ihc_jax.bench import roofline  # pylint: disable=g-import-not-at-top
-    peak = roofline.matmul_gflop() / min(results[CEILING_ITEM])
-    gflop = roofline.item_gflop(args.size, args.train_batch, args.seed)
-    gflop[CEILING_ITEM] = roofline.matmul_gflop()
-    for line in roofline.format_lines(results, gflop, peak):
-      print(line, flush=True)
   print("load average (1, 5, 15 min): before "
         + ", ".join(f"{v:.2f}" for v in load_before) + "; after "
         + ", ".join(f"{v:.2f}" for v in load_after) + f" on {os.cpu_count()} CPUs")
