@@ -28,8 +28,8 @@ def with_ids(batch: Mapping[str, Any], start: int, process_index: int = 0,
              process_count: int = 1) -> dict[str, Any]:
   """`batch` with `id` added if it has none.
 
-  The ids follow `input_pipeline`'s strided host shards: element e of
-  process p is example p + e * process_count of the split.
+  The ids follow `input_pipeline`'s strided host shards
+  (`data.datasets.example_id`, the numbering its eval elements carry).
 
   Args:
     batch: a host batch (dict of arrays, first axis the batch).
@@ -40,11 +40,13 @@ def with_ids(batch: Mapping[str, Any], start: int, process_index: int = 0,
   Returns:
     A new dict; `batch` itself is not changed.
   """
+  from ihc_jax.data import datasets  # pylint: disable=g-import-not-at-top
   batch = dict(batch)
   if ID not in batch:
     size = len(next(iter(batch.values())))
     local = np.arange(start, start + size)
-    batch[ID] = (process_index + local * process_count).astype(np.int32)
+    batch[ID] = datasets.example_id(local, process_index,
+                                    process_count).astype(np.int32)
   return batch
 
 
