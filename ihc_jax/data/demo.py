@@ -135,6 +135,12 @@ def available_names(split: str = "all") -> tuple[str, ...]:
   return tuple(sorted(found))
 
 
+def photo_files(split: str = "all") -> list[tuple[str, str]]:
+  """(name, file path) of the installed demo photographs of a split (the
+  interface `data.photos` has too)."""
+  return [(name, demo_image_path(name)) for name in available_names(split)]
+
+
 def demo_images(split: str = "all") -> list[tuple[str, np.ndarray]]:
   """The demo photographs of a split.
 

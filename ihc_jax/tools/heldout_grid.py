@@ -34,10 +34,7 @@ def heldout_photos(source: str, size: int) -> list[tuple[str, np.ndarray]]:
   from ihc_jax.data import crops  # pylint: disable=g-import-not-at-top
   from ihc_jax.data import sources  # pylint: disable=g-import-not-at-top
   if source in sources.CATALOGUES:
-    module = sources.CATALOGUES[source]
-    names = module.available_names("eval")
-    path_of = getattr(module, "photo_path", None) or module.demo_image_path
-    files = [(n, path_of(n)) for n in names]
+    files = sources.CATALOGUES[source].photo_files("eval")
   elif source.startswith("folder:"):
     files = [(os.path.splitext(os.path.basename(p))[0], p)
              for p in image_io.list_image_files(source[len("folder:"):])]
