@@ -197,6 +197,7 @@ def test_cpu_quality_config(tmp_path):
     assert stage_config.eval.every_steps < stage_config.num_train_steps or (
         name == "hist")
   assert config.stages.color.model.generator.luma == "input"
+  assert config.stages.color.model.generator.code_shift
   # The demo's widths, so the quality run measures the demo's recipe longer.
   demo = load_config_module("demo").get_config()
   assert (config.stages.color.model.generator.ngf
