@@ -25,8 +25,12 @@ against the same trivial answers: IHN -0.18 dB under the blur descreen
 gray3 (+1.54 dB on the training batch), reference chroma distance 0.80 of
 the gray's, F -0.16 dB under its better input (+0.48 dB on the training
 batch). Four 32 px crops fitted for a few hundred steps are memorised, not
-learned from, so the assertions below still grade the training batch;
-held-out assertions wait for a fit on more crops and for seeds 1 and 2.
+learned from. So the IHN is also trained as a real run is, on the train
+stream of the 8 training photos (random crops, 2000 steps), and graded on
+the held-out crops: `test_ihn_learns_to_descreen_photos_it_never_saw`
+(+0.41 to +0.87 dB over seeds 0-2). The colour and fusion assertions still
+grade the training batch: at this size their held-out figures are not yet
+measured over seeds (issue #40).
 
 The stages are chained as in training: the fitted IHN is frozen for the
 colour and fusion stages, the fitted H for the colour stage, the fitted E, G
@@ -62,6 +66,10 @@ HELD_OUT = (("chelsea", 0.5), ("chelsea", 0.1), ("coffee", 0.5),
 # -s` prints each stage's figures).
 SEED = int(os.environ.get("IHC_LEARNING_SEED", "0"))
 IHN_MARGIN_DB = 0.5
+# The IHN trained on random crops of the 8 demo training photos, scored on
+# the held-out crops (`test_ihn_learns_to_descreen_photos_it_never_saw`).
+IHN_HELD_OUT_MARGIN_DB = 0.2
+IHN_STREAM_STEPS = 2000
 HIST_TV_RATIO = 0.6
 COLOR_MARGIN_DB = 1.0
 FUSION_MARGIN_DB = 0.3
@@ -148,21 +156,65 @@ def _fit(module, config, batch, workdir, held_out):
   return stage, metrics, before, after, unseen_after
 
 
+def _ihn_config(**optim):
+  """The IHN of these fits: the test widths with a larger detail branch, a
+  small perceptual term at relu2_1 (so the step carries all of its TERMS)."""
+  config = _config("ihn", **optim)
+  config.loss.perceptual = 0.01
+  # At relu2_1 instead of the paper's pool4 (which the colour stage uses)
+  # the random VGG costs a sixth: the fixed-batch fit took 45 s instead of
+  # 148 s, margins +0.69 / +0.64 / +0.69 dB over seeds 0-2 (+0.64 dB at
+  # pool4).
+  config.perceptual.layer = "relu2_1"
+  config.model.ihn.update(detail_features=16, detail_blocks=4,
+                          detail_expand=32)
+  return config
+
+
+@pytest.fixture(scope="module")
+def ihn_on_photo_stream(held_out):
+  """The IHN trained like a real run, on the train stream of the demo's 8
+  training photos (random 32 px crops and flips, batch 4) for
+  IHN_STREAM_STEPS steps; (eval metrics on `held_out` before, after)."""
+  config = _ihn_config(learning_rate=3e-3)
+  config.num_train_steps = IHN_STREAM_STEPS
+  config.data.batch_size = 4
+  ihn.validate(config)
+  stage = ihn.make_stage(config)
+  mesh = common.make_mesh()
+  state = common.replicate(common.init_state(
+      stage.init_variables(jax.random.PRNGKey(config.seed)),
+      stage.optimizers), mesh)
+  frozen = common.replicate(stage.frozen, mesh)
+  train_ds, _ = input_pipeline.create_datasets(config.data, seed=config.seed)
+  batches = train_ds.as_numpy_iterator()
+  unseen = input_pipeline.shard_batch(dict(held_out), mesh)
+  eval_step = jax.jit(stage.eval_step)
+  seed_key = jax.random.PRNGKey(config.seed)
+
+  def evaluate(state):
+    values = jax.device_get(eval_step(state, unseen, frozen,
+                                      jax.random.fold_in(seed_key, 1234)))
+    return {k: float(np.mean(v)) for k, v in values.items()}
+
+  before = evaluate(state)
+  step = jax.jit(stage.train_step, donate_argnums=(0,))
+  for i in range(config.num_train_steps):
+    state, _ = step(state, input_pipeline.shard_batch(next(batches), mesh),
+                    frozen, jax.random.fold_in(seed_key, i))
+  after = evaluate(state)
+  print(f"ihn on the photo stream, held out: before {before}\n"
+        f"after {after}")
+  return before, after
+
+
 @pytest.fixture(scope="module")
 def fitted(photos, held_out, tmp_path_factory):
   """Fits ihn -> hist -> color -> fusion in turn; stage -> fit results."""
   root = tmp_path_factory.mktemp("learning")
   dirs = {name: str(root / name) for name in ("ihn", "hist", "color", "fusion")}
   out = {}
-  ihn_config = _config("ihn", learning_rate=3e-3)
-  ihn_config.loss.perceptual = 0.01
-  # The perceptual term is here so that the step carries all of the stage's
-  # TERMS; at relu2_1 instead of the paper's pool4 (which the colour stage
-  # uses) the random VGG costs a sixth: this fit took 45 s instead of 148 s,
-  # margins +0.69 / +0.64 / +0.69 dB over seeds 0-2 (+0.64 dB at pool4).
-  ihn_config.perceptual.layer = "relu2_1"
-  ihn_config.model.ihn.update(detail_features=16, detail_blocks=4,
-                              detail_expand=32)
+  ihn_config = _ihn_config(learning_rate=3e-3)
   out["ihn"] = _fit(ihn, ihn_config, photos, dirs["ihn"], held_out)
   out["hist"] = _fit(hist, _config("hist"), photos, dirs["hist"], held_out)
   out["color"] = _fit(
@@ -193,6 +245,19 @@ def test_ihn_beats_blur_descreening(fitted):
   assert metrics["nonfinite"] == 0.0
   assert after["ihn_psnr"] > after["blur_baseline_psnr"] + IHN_MARGIN_DB, after
   assert after["ihn_psnr"] > before["ihn_psnr"] + 3.0, (before, after)
+
+
+def test_ihn_learns_to_descreen_photos_it_never_saw(ihn_on_photo_stream):
+  """Held out: IHN PSNR over the blur descreen on crops of chelsea, coffee
+  and flower, after 2000 steps on random crops of the 8 training photos.
+  Measured (7 December 2026, 2-core AVX-512): +0.87, +0.41, +0.54 dB for
+  IHC_LEARNING_SEED 0, 1, 2 (at 1000 steps +0.55, +0.21: still rising); at
+  the start 7.3 dB, 13.4 dB under the blur. With a zero learning rate it
+  stays there and the test fails."""
+  before, after = ihn_on_photo_stream
+  assert after["ihn_psnr"] > (after["blur_baseline_psnr"]
+                              + IHN_HELD_OUT_MARGIN_DB), (before, after)
+  assert after["ihn_psnr"] > before["ihn_psnr"] + 1.0, (before, after)
 
 
 def test_histogram_estimator_error_falls(fitted):
