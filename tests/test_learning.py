@@ -39,6 +39,7 @@ metrics must name exactly the stage's `TERMS`.
 """
 
 import os
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -117,13 +118,20 @@ def _config(stage, workdirs=None, **optim):
   return config
 
 
-def _fit(module, config, batch, workdir, held_out):
-  """Trains `config.num_train_steps` steps on `batch`; saves like a stage.
+class Fit(NamedTuple):
+  """One stage's fit: the stage, its last step's metrics, eval metrics on
+  the training batch and on the held-out batch, before and after."""
+  stage: common.Stage
+  metrics: dict
+  before: dict
+  after: dict
+  held_out_before: dict
+  held_out_after: dict
 
-  Returns:
-    (stage, metrics of the last step, eval metrics on the training batch
-    before and after training, eval metrics on `held_out` after training).
-  """
+
+def _fit(module, config, batch, workdir, held_out, stream=None):
+  """Trains `config.num_train_steps` steps on `batch` (or, with `stream`,
+  on the host batches it yields); saves like a stage; returns a `Fit`."""
   module.validate(config)
   stage = module.make_stage(config)
   mesh = common.make_mesh()
@@ -141,19 +149,21 @@ def _fit(module, config, batch, workdir, held_out):
                                       jax.random.fold_in(seed_key, 1234)))
     return {k: float(np.mean(v)) for k, v in values.items()}
 
-  before = evaluate(state, sharded)
+  before, unseen_before = evaluate(state, sharded), evaluate(state, unseen)
   step = jax.jit(stage.train_step, donate_argnums=(0,))
   for i in range(config.num_train_steps):
-    state, metrics = step(state, sharded, frozen,
+    data = (sharded if stream is None
+            else input_pipeline.shard_batch(next(stream), mesh))
+    state, metrics = step(state, data, frozen,
                           jax.random.fold_in(seed_key, i))
   metrics = jax.device_get(metrics)
-  after = evaluate(state, sharded)
-  unseen_after = evaluate(state, unseen)
+  fit = Fit(stage, metrics, before, evaluate(state, sharded), unseen_before,
+            evaluate(state, unseen))
   common.save_stage_config(config, workdir)
   checkpointer = common.StageCheckpointer(workdir, stage.name)
   checkpointer.save(state)
   checkpointer.close()
-  return stage, metrics, before, after, unseen_after
+  return fit
 
 
 def _ihn_config(**optim):
@@ -172,40 +182,19 @@ def _ihn_config(**optim):
 
 
 @pytest.fixture(scope="module")
-def ihn_on_photo_stream(held_out):
+def ihn_on_photo_stream(photos, held_out, tmp_path_factory):
   """The IHN trained like a real run, on the train stream of the demo's 8
   training photos (random 32 px crops and flips, batch 4) for
-  IHN_STREAM_STEPS steps; (eval metrics on `held_out` before, after)."""
+  IHN_STREAM_STEPS steps; a `Fit`."""
   config = _ihn_config(learning_rate=3e-3)
   config.num_train_steps = IHN_STREAM_STEPS
   config.data.batch_size = 4
-  ihn.validate(config)
-  stage = ihn.make_stage(config)
-  mesh = common.make_mesh()
-  state = common.replicate(common.init_state(
-      stage.init_variables(jax.random.PRNGKey(config.seed)),
-      stage.optimizers), mesh)
-  frozen = common.replicate(stage.frozen, mesh)
   train_ds, _ = input_pipeline.create_datasets(config.data, seed=config.seed)
-  batches = train_ds.as_numpy_iterator()
-  unseen = input_pipeline.shard_batch(dict(held_out), mesh)
-  eval_step = jax.jit(stage.eval_step)
-  seed_key = jax.random.PRNGKey(config.seed)
-
-  def evaluate(state):
-    values = jax.device_get(eval_step(state, unseen, frozen,
-                                      jax.random.fold_in(seed_key, 1234)))
-    return {k: float(np.mean(v)) for k, v in values.items()}
-
-  before = evaluate(state)
-  step = jax.jit(stage.train_step, donate_argnums=(0,))
-  for i in range(config.num_train_steps):
-    state, _ = step(state, input_pipeline.shard_batch(next(batches), mesh),
-                    frozen, jax.random.fold_in(seed_key, i))
-  after = evaluate(state)
-  print(f"ihn on the photo stream, held out: before {before}\n"
-        f"after {after}")
-  return before, after
+  fit = _fit(ihn, config, photos, str(tmp_path_factory.mktemp("stream")),
+             held_out, stream=train_ds.as_numpy_iterator())
+  print(f"ihn on the photo stream, held out: before {fit.held_out_before}"
+        f"\nafter {fit.held_out_after}")
+  return fit
 
 
 @pytest.fixture(scope="module")
@@ -234,14 +223,14 @@ def fitted(photos, held_out, tmp_path_factory):
   fusion_config.model.fusion.update(features=32, num_blocks=3)
   out["fusion"] = _fit(fusion, fusion_config, photos, dirs["fusion"],
                        held_out)
-  for stage, (_, _, before, after, unseen) in out.items():
-    print(f"{stage}: before {before}\n{stage}: after {after}\n"
-          f"{stage}: held out {unseen}")
+  for stage, fit in out.items():
+    print(f"{stage}: before {fit.before}\n{stage}: after {fit.after}\n"
+          f"{stage}: held out {fit.held_out_after}")
   return out
 
 
 def test_ihn_beats_blur_descreening(fitted):
-  _, metrics, before, after, _ = fitted["ihn"]
+  _, metrics, before, after, _, _ = fitted["ihn"]
   assert metrics["nonfinite"] == 0.0
   assert after["ihn_psnr"] > after["blur_baseline_psnr"] + IHN_MARGIN_DB, after
   assert after["ihn_psnr"] > before["ihn_psnr"] + 3.0, (before, after)
@@ -254,14 +243,15 @@ def test_ihn_learns_to_descreen_photos_it_never_saw(ihn_on_photo_stream):
   IHC_LEARNING_SEED 0, 1, 2 (at 1000 steps +0.55, +0.21: still rising); at
   the start 7.3 dB, 13.4 dB under the blur. With a zero learning rate it
   stays there and the test fails."""
-  before, after = ihn_on_photo_stream
+  before, after = (ihn_on_photo_stream.held_out_before,
+                   ihn_on_photo_stream.held_out_after)
   assert after["ihn_psnr"] > (after["blur_baseline_psnr"]
                               + IHN_HELD_OUT_MARGIN_DB), (before, after)
   assert after["ihn_psnr"] > before["ihn_psnr"] + 1.0, (before, after)
 
 
 def test_histogram_estimator_error_falls(fitted):
-  _, _, before, after, _ = fitted["hist"]
+  _, _, before, after, _, _ = fitted["hist"]
   assert after["histogram_tv"] < HIST_TV_RATIO * before["histogram_tv"], (
       before, after)
 
@@ -269,7 +259,7 @@ def test_histogram_estimator_error_falls(fitted):
 # Measured on this batch: recovery 20.0 dB against the gray's 18.2 dB since
 # G starts at the gray (generator_init="gray"; 16.6 dB from a random start).
 def test_color_recovery_beats_gray_in_three_channels(fitted):
-  _, metrics, _, after, _ = fitted["color"]
+  _, metrics, _, after, _, _ = fitted["color"]
   assert metrics["nonfinite"] == 0.0
   assert after["recovery_psnr"] > after["gray3_psnr"] + COLOR_MARGIN_DB, after
   # Not asserted here: that the reference result is closer in chroma
@@ -292,7 +282,7 @@ def test_color_recovery_beats_gray_in_three_channels(fitted):
 # itself, gains (+0.46 dB): most of the error left is the luminance both
 # paths inherit from the 32 px IHN (20.0 dB to the true gray).
 def test_fusion_beats_the_better_of_its_inputs(fitted):
-  _, _, before, after, _ = fitted["fusion"]
+  _, _, before, after, _, _ = fitted["fusion"]
   assert after["fusion_psnr"] > after["best_input_psnr"] + FUSION_MARGIN_DB, (
       after)
   # F starts at its IHN->C input (fusion_init="forward"): fitting must
@@ -305,7 +295,7 @@ def test_fusion_beats_the_better_of_its_inputs(fitted):
     ("color", color, {"discriminator_loss"}),
     ("fusion", fusion, {"discriminator_loss"})])
 def test_step_reports_exactly_the_stage_terms(fitted, stage, module, extra):
-  _, metrics, _, _, _ = fitted[stage]
+  _, metrics, _, _, _, _ = fitted[stage]
   assert set(metrics) == set(module.TERMS) | BOOKKEEPING | extra
   assert all(np.isfinite(v) for v in metrics.values()), metrics
 
