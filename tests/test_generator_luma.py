@@ -110,3 +110,27 @@ def test_code_shift_needs_rgb():
                                       code_shift=True)
   with pytest.raises(ValueError, match="code_shift"):
     net.init(jax.random.PRNGKey(0), x, edge, z, train=False)
+
+
+def test_code_shift_limit_bounds_each_channel_softly():
+  """With `code_shift_limit` the offset is limit * tanh(shift / limit) per
+  channel (luma removed after): a huge code cannot push it past the limit."""
+  x, edge, z = _inputs()
+  limit = 0.25
+  plain = generator_lib.ColorizationNet(ngf=4, num_downs=5, luma="input")
+  bounded = generator_lib.ColorizationNet(ngf=4, num_downs=5, luma="input",
+                                          code_shift=True, code_shift_limit=limit)
+  variables = bounded.init(jax.random.PRNGKey(1), x, edge, z, train=False)
+  kernel = 100.0 * jax.random.normal(jax.random.PRNGKey(2), (8, 3))
+  params = dict(variables["params"], code_shift={"kernel": kernel, "bias": jnp.zeros(3)})
+  out = bounded.apply(dict(variables, params=params), x, edge, z, train=False)
+  base = plain.apply(dict(variables, params={"unet": params["unet"]}), x, edge, z, train=False)
+  raw = limit * jnp.tanh((z @ kernel) / limit)
+  offset = raw - colorspace.rgb_to_gray(raw)
+  np.testing.assert_allclose(out - base, jnp.broadcast_to(offset[:, None, None, :], out.shape),
+                             atol=1e-5)
+  assert float(jnp.abs(raw).max()) <= limit
+  with pytest.raises(ValueError, match="code_shift_limit"):
+    generator_lib.ColorizationNet(ngf=4, num_downs=5, code_shift=True,
+                                  code_shift_limit=-1.0).init(
+                                      jax.random.PRNGKey(0), x, edge, z, train=False)

@@ -66,6 +66,7 @@ def default_model_config() -> ml_collections.ConfigDict:
                  detail_expand=256, dtype="float32")
   cfg.generator = dict(output_channels=3, nz=8, num_downs=7, ngf=64, max_mult=8,
                        dropout_rate=0.5, luma="learned", code_shift=False,
+                       code_shift_limit=0.0,
                        dtype="float32")
   cfg.encoder = dict(nz=8, ngf=64, num_downsamples=2, num_residual_blocks=4, pool=8,
                      dtype="float32")

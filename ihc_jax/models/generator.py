@@ -47,6 +47,10 @@ class ColorizationNet(nn.Module):
       through the U-Net. With it, a code that holds a photo's mean colour
       shifts the whole image to it directly, as the global hints of Zhang et
       al. 2017 do. Adds 3 * nz + 3 parameters; off by default.
+    code_shift_limit: when > 0, each channel of the code shift is bounded
+      softly to (-limit, limit) (limit * tanh(shift / limit), before its luma
+      is removed): a random code far out in N(0, I) cannot tint the whole
+      image further than that. 0 (the default): unbounded.
     dtype: compute dtype (parameters stay float32; the output is float32).
   """
   output_channels: int = 3
@@ -57,6 +61,7 @@ class ColorizationNet(nn.Module):
   dropout_rate: float = 0.5
   luma: str = "learned"
   code_shift: bool = False
+  code_shift_limit: float = 0.0
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -78,6 +83,8 @@ class ColorizationNet(nn.Module):
     layers.check_image(edge, "edge", channels=1)
     if self.luma not in LUMA_MODES:
       raise ValueError(f"luma must be one of {LUMA_MODES}, got {self.luma!r}")
+    if self.code_shift_limit < 0:
+      raise ValueError(f"code_shift_limit must be >= 0, got {self.code_shift_limit}")
     if self.code_shift and self.output_channels != 3:
       raise ValueError("code_shift needs RGB output (output_channels=3), "
                        f"got {self.output_channels}")
@@ -94,6 +101,8 @@ class ColorizationNet(nn.Module):
     if self.code_shift:
       shift = nn.Dense(self.output_channels, kernel_init=nn.initializers.zeros,
                        name="code_shift")(z.astype(jnp.float32))
+      if self.code_shift_limit > 0:
+        shift = self.code_shift_limit * jnp.tanh(shift / self.code_shift_limit)
       shift = shift - colorspace.rgb_to_gray(shift)
       out = out + shift[:, None, None, :]
     return out
