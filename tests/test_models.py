@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ihc_jax import kernels
 from ihc_jax import models
 from ihc_jax import weights
+from ihc_jax.kernels.cpu import pools as cpu_pools
 from ihc_jax.models import layers
 from ihc_jax.trainers import linen_utils
 
@@ -241,13 +243,13 @@ def test_build_every_network_and_errors(tiny):
 
 def test_layer_helpers_hand_computed():
   x = jnp.arange(4.0).reshape(1, 2, 2, 1)  # [[0, 1], [2, 3]]
-  up = layers.upsample_bilinear_2x(x)[0, ..., 0]
+  up = kernels.reference.upsample_bilinear_2x(x)[0, ..., 0]
   # Half-pixel centres: first row 0, 0.25, 0.75, 1 (clamped at the border).
   np.testing.assert_allclose(up[0], [0.0, 0.25, 0.75, 1.0])
   pooled = layers.avg_pool_exclude_pad(x, 3, 2, 1)
   # Only the real pixels count: the single window covers all four -> 1.5.
   np.testing.assert_allclose(pooled[0, 0, 0, 0], 1.5)
-  padded = layers.reflect_pad(jnp.arange(3.0).reshape(1, 1, 3, 1).repeat(2, 1), 1)
+  padded = kernels.reference.reflect_pad(jnp.arange(3.0).reshape(1, 1, 3, 1).repeat(2, 1), 1)
   np.testing.assert_array_equal(padded[0, 1, :, 0], [1, 0, 1, 2, 1])
   normed = layers.instance_norm(jnp.array([[[[1.0], [3.0]]]]))
   np.testing.assert_allclose(normed[0, 0, :, 0], [-1, 1], atol=1e-5)
@@ -292,15 +294,15 @@ def _torch_conventions_check(torch):
   diffs["batch_norm"] = np.abs(to_nhwc(bn(xt)) - ours.apply(variables, x)).max()
 
   diffs["reflect_pad"] = np.abs(
-      to_nhwc(torch.nn.ReflectionPad2d(3)(xt)) - layers.reflect_pad(jnp.asarray(x), 3)).max()
+      to_nhwc(torch.nn.ReflectionPad2d(3)(xt)) - kernels.reference.reflect_pad(jnp.asarray(x), 3)).max()
   up = torch.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
-  diffs["upsample"] = np.abs(to_nhwc(up(xt)) - layers.upsample_bilinear_2x(jnp.asarray(x))).max()
+  diffs["upsample"] = np.abs(to_nhwc(up(xt)) - kernels.reference.upsample_bilinear_2x(jnp.asarray(x))).max()
   pool = torch.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
   diffs["avg_pool"] = np.abs(
       to_nhwc(pool(xt)) - layers.avg_pool_exclude_pad(jnp.asarray(x), 3, 2, 1)).max()
   # AvgPool2d(3) on 8x8: floor mode drops the last 2 rows and columns.
   diffs["avg_pool_blocks"] = np.abs(
-      to_nhwc(torch.nn.AvgPool2d(3)(xt)) - layers.avg_pool_blocks(jnp.asarray(x), 3)).max()
+      to_nhwc(torch.nn.AvgPool2d(3)(xt)) - kernels.avg_pool_blocks(jnp.asarray(x), 3)).max()
   diffs["instance_norm"] = np.abs(
       to_nhwc(torch.nn.InstanceNorm2d(5)(xt)) - layers.instance_norm(jnp.asarray(x))).max()
 
@@ -337,64 +339,24 @@ def test_avg_pool_blocks_equals_flax_avg_pool_with_its_gradient(shape):
   w = jnp.asarray(rng.standard_normal((shape[0], shape[1] // 4, shape[2] // 4, shape[3]),
                                       np.float32))
   reference = lambda x: nn.avg_pool(x, (4, 4), strides=(4, 4))
-  np.testing.assert_allclose(layers.avg_pool_blocks(x, 4), reference(x), atol=1e-6)
+  np.testing.assert_allclose(cpu_pools.avg_pool_blocks(x, 4), reference(x), atol=1e-6)
   grads = [jax.grad(lambda x, f=f: jnp.sum(f(x) * w))(x)
-           for f in (reference, lambda x: layers.avg_pool_blocks(x, 4))]
+           for f in (reference, lambda x: cpu_pools.avg_pool_blocks(x, 4))]
   np.testing.assert_allclose(grads[1], grads[0], atol=1e-7)
   assert float(jnp.abs(grads[1][:, shape[1] // 4 * 4:]).max(initial=0.0)) == 0.0
 
 
-def test_reflect_padded_conv_equals_reflect_pad_then_valid_conv():
-  """To float rounding in both forms. XLA's form (maps over
-  MATMUL_CONV_MAX_POSITIONS) reads the VALID windows exactly and was bit for
-  bit equal on the CPUs it was written on; on an AVX2 AMD EPYC XLA:CPU sums
-  the padded convolution in another order (1-2 ulp)."""
-  rng = np.random.default_rng(0)
-  small = jnp.asarray(rng.standard_normal((2, 2, 2, 4)), jnp.float32)
-  large = jnp.asarray(rng.standard_normal((2, 9, 7, 4)), jnp.float32)
-  assert 2 * 2 <= layers.MATMUL_CONV_MAX_POSITIONS < 9 * 7
-  for x in (small, large):
-    for k in ((1, 3) if x is small else (1, 3, 7)):
-      kernel = jnp.asarray(rng.standard_normal((k, k, 4, 5)), jnp.float32)
-      pad = k // 2
-      valid = jax.lax.conv_general_dilated(layers.reflect_pad(x, pad) if pad else x, kernel,
-                                           (1, 1), "VALID",
-                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
-      padded = layers.reflect_pad(x, pad) if pad else x
-      np.testing.assert_allclose(layers.conv_valid_xla(padded, kernel), valid,
-                                 rtol=1e-6, atol=1e-6)
-      np.testing.assert_allclose(layers.conv_valid_matmul(padded, kernel), valid,
-                                 rtol=1e-5, atol=1e-5)
-      if x is large:
-        np.testing.assert_allclose(layers.reflect_padded_conv(x, kernel, pad), valid,
-                                   rtol=1e-6, atol=1e-6)
-      else:
-        np.testing.assert_allclose(layers.reflect_padded_conv(x, kernel, pad), valid,
-                                   rtol=1e-5, atol=1e-5)
+def test_reflect_conv2d_needs_stride_one_and_same_padding():
+  x = jnp.zeros((1, 4, 4, 2))
   with pytest.raises(ValueError, match="reflect padding"):
     layers.Conv2d(3, 3, stride=2, padding=1, padding_mode="reflect").init(
-        jax.random.PRNGKey(0), small)
-
-
-def test_zero_padded_conv_forms_agree():
-  """`layers.conv` (matmul for small outputs, XLA's conv otherwise) equals
-  lax.conv with the same padding, for the U-Nets' 4x4 stride-2 and 3x3 convs."""
-  rng = np.random.default_rng(3)
-  for shape, k, stride, padding in (((2, 2, 2, 6), 3, 1, 1), ((2, 4, 4, 6), 4, 2, 1),
-                                    ((2, 1, 1, 6), 3, 1, 1), ((1, 8, 6, 6), 4, 2, 1),
-                                    ((1, 5, 5, 6), 3, 1, 1)):
-    x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
-    kernel = jnp.asarray(rng.standard_normal((k, k, 6, 3)), jnp.float32)
-    want = jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((padding,) * 2,) * 2,
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_allclose(layers.conv(x, kernel, stride, padding), want,
-                               rtol=1e-5, atol=1e-5, err_msg=f"{shape} k{k} s{stride}")
+        jax.random.PRNGKey(0), x)
 
 
 def test_upsample_matches_jax_image_resize():
   x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 5, 4, 3)), jnp.float32)
   expected = jax.image.resize(x, (2, 10, 8, 3), method="bilinear")
-  np.testing.assert_allclose(layers.upsample_bilinear_2x(x), expected, atol=1e-6)
+  np.testing.assert_allclose(kernels.reference.upsample_bilinear_2x(x), expected, atol=1e-6)
 
 
 def test_ihn_detail_output_is_expand_conv_then_1x1_conv(tiny):
@@ -437,7 +399,7 @@ def test_max_pool_blocks_equals_flax_max_pool_with_its_gradient(shape, window, d
   out_shape = (shape[0], shape[1] // window, shape[2] // window, shape[3])
   w = jnp.asarray(rng.standard_normal(out_shape), dtype)
   reference = lambda x: nn.max_pool(x, (window, window), strides=(window, window))
-  ours = lambda x: layers.max_pool_blocks(x, window)
+  ours = lambda x: cpu_pools.max_pool_blocks(x, window)
   np.testing.assert_array_equal(np.asarray(ours(x), np.float32),
                                 np.asarray(reference(x), np.float32))
   grads = [jax.jit(jax.grad(lambda x, f=f: jnp.sum((f(x) * w).astype(jnp.float32))))(x)

@@ -24,6 +24,8 @@ from typing import Any
 
 import jax
 
+from ihc_jax import kernels
+
 # (substrings of the lower-cased `device_kind`, bf16/fp16 peak, fp32 peak),
 # first match wins: the more specific names come first.
 PEAK_FLOPS: tuple[tuple[tuple[str, ...], float, float | None], ...] = (
@@ -58,20 +60,14 @@ def flops_per_step(cost_analysis: Any) -> float | None:
 
 
 def lowered_for_count(fn: Any, *args: Any) -> Any:
-  """`jax.jit(fn).lower(*args)`, traced with XLA formulations of every
-  kernel gradient (`conv_grad.without_native`), for `step_flops`.
-
-  XLA's cost analysis counts no FLOPs for a custom call, so a step traced
-  with the compiled kernel gradient (`ihc_jax.models.native`, CPU only)
-  would count too few (the IHN step at 256 px: 350 against 446 GFLOP).
-  The FLOPs are the same, so the count comes from this trace; only
-  lowered, never compiled or run. JAX caches traces by function, so `fn`
-  is traced through a new wrapper: `jax.jit(fn)` again would reuse a trace
-  made with the kernel. `fn` is the step's Python function (a
-  `jax.jit`-ed one inside would keep its own earlier trace).
+  """`jax.jit(fn).lower(*args)` traced on the plain path
+  (`kernels.cpu_fast_paths(False)`), for `step_flops`: the count is then the
+  model's, whatever forms the CPU runs it in (they sum the same products in
+  other shapes, which XLA's cost analysis counts differently). Only
+  lowered, never compiled or run. `fn` is the step's Python function,
+  traced through a new wrapper.
   """
-  from ihc_jax.models import conv_grad  # pylint: disable=g-import-not-at-top
-  with conv_grad.without_native():
+  with kernels.cpu_fast_paths(False):
     return jax.jit(lambda *a: fn(*a)).lower(*args)  # pylint: disable=unnecessary-lambda
 
 

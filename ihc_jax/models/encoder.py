@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ihc_jax import kernels
 from ihc_jax.models import layers
 from ihc_jax.models import precision
 
@@ -88,7 +89,7 @@ class ColorEncoder(nn.Module):
       x = nn.relu(layers.instance_norm(x))
     for i in range(self.num_residual_blocks):
       x = EncoderResidualBlock(features, name=f"res_{i}")(x)
-    x = layers.avg_pool_blocks(x, self.pool)
+    x = kernels.avg_pool_blocks(x, self.pool)
     x = x.reshape(x.shape[0], -1)
     mu = layers.Linear(self.nz, name="mu")(x)
     logvar = layers.Linear(self.nz, name="logvar")(x)

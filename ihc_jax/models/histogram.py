@@ -25,6 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ihc_jax.models import layers
+
+# Flax's default initialisation of `nn.Conv` (LeCun normal kernels, zero
+# biases), which H has been trained from since it was written.
+_KERNEL_INIT = nn.initializers.lecun_normal()
+
 
 class HistogramNet(nn.Module):
   """Per-channel histogram estimator.
@@ -54,8 +60,8 @@ class HistogramNet(nn.Module):
           f"HistogramNet expects one channel [B, H, W, 1], got shape {channel.shape}")
     x = jnp.asarray(channel, jnp.float32).astype(self.dtype)
     for i, width in enumerate(self.features):
-      x = nn.Conv(width, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                  dtype=self.dtype, name=f"conv{i + 1}")(x)
+      x = layers.Conv2d(width, 3, stride=2, padding=1, kernel_init=_KERNEL_INIT,
+                        bias_init=nn.initializers.zeros, name=f"conv{i + 1}")(x)
       x = nn.relu(x)
     x = x.reshape(x.shape[0], -1)
     logits = nn.Dense(self.bins, dtype=self.dtype, name="fc")(x)

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ihc_jax import kernels
 from ihc_jax.models import layers
 from ihc_jax.models import precision
 from ihc_jax.models.unet import UNet
@@ -102,6 +103,6 @@ class InverseHalftoneNet(nn.Module):
         self.detail_features)
     project = layers.ConvKernel(1, 1, name="detail_out")(self.detail_expand)
     kernel = jnp.einsum("hwie,eo->hwio", expand, project[0, 0])
-    detail = layers.conv(x, kernel.astype(x.dtype), padding=1)
+    detail = kernels.conv2d(x, kernel.astype(x.dtype), padding=1)
     content, detail = precision.to_float32((content, detail))
     return content, detail, content + detail

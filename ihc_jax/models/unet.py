@@ -9,8 +9,7 @@ i + 1):
   by a DenseNet block (3 bottlenecks, growth C/2) and a transition back to C.
 * up, level i: ReLU -> bilinear x2 -> ReflectionPad(1) -> Conv3x3 -> BN (tanh
   instead of BN at level 0) -> Dropout at levels 4..L-2. The middle three are
-  one `upsample_conv.UpsampleConv2d` (on maps of 64 px and more, one
-  convolution of the small map; the same numbers up to float rounding).
+  one `layers.UpsampleConv2d` (`ihc_jax.kernels.upsample_reflect_conv`).
 * the up path of level i < L-1 consumes cat([up_{i+1}, d_i]) (the inner
   block's output first, then its input), the order the official weights
   were trained with.
@@ -30,7 +29,6 @@ import jax
 import jax.numpy as jnp
 
 from ihc_jax.models import layers
-from ihc_jax.models import upsample_conv
 
 # Levels with index >= this (and < num_downs - 1) get dropout after their up
 # path: the official builds num_downs - 5 such blocks right outside the
@@ -173,7 +171,7 @@ class UNet(nn.Module):
         out = jnp.concatenate([out, skips[level]], axis=-1)
       out = nn.relu(out)
       features = self.output_channels if level == 0 else feats[level - 1]
-      out = upsample_conv.UpsampleConv2d(features, name=f"up_{level}")(out)
+      out = layers.UpsampleConv2d(features, name=f"up_{level}")(out)
       if level == 0:
         out = jnp.tanh(out)
       else:

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ihc_jax import kernels
 from ihc_jax import weights as weights_lib
 from ihc_jax.models import layers as layers_lib
 
@@ -145,12 +146,12 @@ class VGG19(nn.Module):
       if name.startswith("conv"):
         # torchvision's VGG init (kaiming normal, fan_out): random features
         # keep their scale, unlike Flax's default LeCun init.
-        x = nn.Conv(CONV_CHANNELS[name], (3, 3), padding=((1, 1), (1, 1)),
-                    kernel_init=_KERNEL_INIT, dtype=self.dtype, name=name)(x)
+        x = layers_lib.Conv2d(CONV_CHANNELS[name], 3, padding=1, kernel_init=_KERNEL_INIT,
+                              bias_init=nn.initializers.zeros, name=name)(x)
       elif name.startswith("relu"):
         x = nn.relu(x)
       else:
-        x = layers_lib.max_pool_blocks(x, 2)
+        x = kernels.max_pool_blocks(x, 2)
       if name in wanted:
         out[name] = x.astype(jnp.float32)
     return out

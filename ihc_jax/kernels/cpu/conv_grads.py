@@ -1,173 +1,46 @@
-"""XLA's convolution with faster gradients on CPU.
+"""Gradients of a convolution in the forms XLA:CPU runs fastest.
 
-`conv_general_dilated` with NHWC inputs and HWIO kernels, whose reverse-mode
-derivative is a custom VJP. The forward pass is XLA's on every platform, so
-outputs are unchanged. On GPU and TPU both gradients are XLA's (cuDNN's
-and the TPU's own convolution gradients), chosen at lowering by
-`jax.lax.platform_dependent`. On CPU (`cpu_gradients`) the kernel gradient
-takes the first form whose rule holds (`kernel_gradient_form`):
+`ihc_jax.kernels.cpu.conv` differentiates XLA's convolution on CPU with these:
+each is a linear function of the output cotangent dY that computes the same
+sums as XLA's own gradient (`kernel_gradient_xla`, `input_gradient_xla`) in
+another order. The kernel gradient takes the first form whose rule holds
+(`kernel_gradient_form`):
 
-* stride 1, float32, output channels a multiple of 16, a kernel of at
-  most `NATIVE_MAX_KERNEL_ELEMENTS` entries and at least
-  `NATIVE_MIN_POSITIONS` output pixels per image (the IHN's detail convs,
-  E's input conv, the U-Nets' up convs on the large maps), where
-  the compiled kernel is available (`ihc_jax.models.native`: built on first
-  use; `without_native()` or `IHC_JAX_NATIVE=0` turn it off): an XLA FFI
-  call that accumulates dK in register tiles from the input and dY as they
-  lie (`kernel_gradient_native`);
-* few output channels, kh * kw * C_out <= `SHIFTED_MAX_COLUMN_RATIO` *
-  C_in (G's last 128 -> 3 conv, the IHN's and the U-Nets' 64 -> 1 and
-  128 -> 1 output convs): one matmul of the input as it lies with kh * kw
-  shifted copies of dY (`kernel_gradient_shifted`);
-* stride 1, at least `ROWS_MIN_IN_CHANNELS` input and
-  `ROWS_MIN_OUT_CHANNELS` output channels and `ROWS_MIN_POSITIONS` output
-  pixels per image (every stride-1 conv of the networks but G's last 128
-  -> 3, the input convs of E, F and the IHN's detail branch, and the
-  U-Nets' smallest maps): one 1-D
-  convolution down the rows whose contraction runs over the image columns
-  (`kernel_gradient_rows`), which XLA:CPU runs as a few large matmuls;
-* the wider strided layers: a sum over the kernel's taps of one matmul
-  each (`kernel_gradient_taps`, rule below):
+* `kernel_gradient_shifted`: few output channels (kh * kw * C_out at most
+  `SHIFTED_MAX_COLUMN_RATIO` * C_in: G's last 128 -> 3 conv, the IHN's and
+  the U-Nets' output convs): one matmul of the input as it lies with kh * kw
+  shifted copies of dY;
+* `kernel_gradient_rows`: stride 1 with at least `ROWS_MIN_IN_CHANNELS`
+  input and `ROWS_MIN_OUT_CHANNELS` output channels and `ROWS_MIN_POSITIONS`
+  output pixels per image (most stride-1 layers): one 1-D convolution down
+  the rows whose contraction runs over the image columns;
+* `kernel_gradient_taps`: wide strided layers (`uses_taps`): one
+  pixel-contracting matmul per kernel tap;
+* `kernel_gradient_padded`: the rest, for one image or a bounded batch of
+  large maps (`uses_padded`): XLA's gradient of the VALID convolution of the
+  zero-padded input, one image at a time;
+* else XLA's own.
 
-    dK[i, j] = sum over (b, y, x) of X_pad[b, s y + i, s x + j, :]^T dY[b, y, x, :]
-
-* the others, for one image or for up to `PADDED_MAX_BATCH` images
-  with at least `PADDED_MIN_POSITIONS` outputs each (`uses_padded`), XLA's
-  kernel gradient of the VALID convolution of the explicitly zero-padded
-  input, one convolution per image (`kernel_gradient_padded`): XLA:CPU's
-  own form is 1.5-2x slower on the large maps at batch 4 and, for some
-  shapes, 5-100x (measurements in its doc); smaller maps keep XLA's.
-
-The input gradient of a strided convolution on a large enough map is one
-stride-1 convolution with one output-channel group per phase of the
-input (`input_gradient_phases`, `uses_phases`), where XLA convolves dY
-dilated by the stride (mostly zeros): 2-3x faster for the 4x4 and 3x3
-stride-2 convs at 128 px outputs.
-
-The rows form, on the 2-core AMD EPYC (AVX2) of 6 December 2026, ms,
-kernel gradient alone as XLA's / padded / taps / rows (`python -m
-ihc_jax.bench conv --kernel-grads [--batch 4]`, forms interleaved, one run
-each; benchmarks/RESULTS.md has every layer):
-
-  layer (output map, C_in -> C_out, kernel)   batch 1                  batch 4
-  IHN detail (256 px, 64 -> 64, 3x3)          414 / 392 / 160 / 87     2640 / 1374 / 1014 / 306
-  E input (256 px, 3 -> 64, 7x7)              94 / 99 / 271 / 75       698 / 232 / 969 / 306
-  E residual (64 px, 256 -> 256, 3x3)         88 / 97 / 53 / 45        484 / 322 / 179 / 160
-  U-Net up (128 px, 256 -> 64, 3x3)           150 / 149 / 85 / 50      1235 / 527 / 401 / 264
-  U-Net up (32 px, 1024 -> 256, 3x3)          71 / 66 / 38 / 33        259 / 276 / 182 / 148
-  U-Net up (16 px, 1024 -> 512, 3x3)          30 / 30 / 25 / 19        119 / 144 / 85 / 70
-  D (31 px, 256 -> 512, 4x4)                  47 / 46 / 38 / 36        271 / 200 / 158 / 157
-  G last (256 px, 128 -> 3, 3x3)              196 / 55 / 67 / 60       187 / 236 / 256 / 246
-
-G's last conv (3 output channels) goes to the shifted form (below). E's input
-conv (3 input channels) goes to the padded form: the rows form's batch is
-the input channels, and below `ROWS_MIN_IN_CHANNELS` its matmuls are too
-thin (on the AVX-512 EPYC of 7 December, ms, rows / padded at batch 1 and
-4: E input 72 / 24 and 342 / 150; F input, 6 channels, 72 / 42 and 351 /
-284; 9 -> 64 at 256 px 28 / 18 and 132 / 110; from 16 channels the two
-trade places with the batch).
-
-The rows form's input, transposed to [C_in, H, B * W], is not padded: the
-rows' zero padding is the 1-D convolution's own and the columns' is left
-out of the shifted copies of dY. XLA:CPU fused a padded input into its
-transposing copy as a loop 2-3x slower than the copy alone ([256, 132,
-132] 47 ms against 20 ms unpadded inside the colour step); colour step
-1.044x without the padding (1.665 -> 1.595 s), IHN step unchanged (2.419
-vs 2.429 s), interleaved in one process. Up to
-`ROWS_MATMUL_TRANSPOSE_MAX_CHANNELS` channels the transpose is a matmul
-with the identity (`channels_first`): XLA:CPU's transposing copy of a [1,
-258, 258, 64] map took 25-35 ms inside the IHN step (16 such copies,
-about 470 ms of its 3.4 s traced). IHN step at batch 1, the threshold at
-64 vs 0, interleaved in one process: 2.43 vs 2.67 s (1.095x) with the
-padded input, 2.31 vs 2.38 s (1.03x) without it; 64 vs 256: 1.033x; 64 vs
-128: 0.994x (noise); the colour step within noise of all three (few of
-its rows layers have 64 channels or fewer).
-
-The shifted form (`kernel_gradient_shifted`) reads the input once as it
-lies, where the others pad or transpose it, and costs kh * kw copies of
-dY: the form for layers with few output channels. Kernel gradient alone,
-batch 1, ms, XLA's / padded / taps / rows (input still padded) / shifted
-(same CPU, 6 December):
-
-  G last (256 px, 128 -> 3, 3x3)              126 / 50 / 48 / 47 / 8.5
-  IHN out (256 px, 64 -> 1, 3x3)              53 / 13.9 / 34 / 17.5 / 4.4
-  U-Net out (256 px, 128 -> 1, 3x3)           111 / 38 / 46 / 38 / 7.7
-
-At batch 4 G's last conv takes 51 ms against XLA's 138 and the padded
-form's 218. Against the (unpadded) rows form, by the ratio of the shifted
-copies' columns to the input's channels, ms rows vs shifted: 256 -> 16 at
-128 px (ratio 0.56) 21.9 vs 9.7; 128 -> 8 (0.56) 37.4 vs 21.2; 64 -> 4
-(0.56) 9.4 vs 10.1; 256 -> 32 (1.125) 25.5 vs 27.5; 64 -> 16 (2.25) 17.7
-vs 43.5 (benchmarks/RESULTS.md). Hence
-the rule's ratio 1. Whole colour step (G's last conv), models' forms with
-and without it, interleaved: 1.03x (1.611 -> 1.562 s; noise is about 2 %);
-loss identical.
-
-On strided layers it loses (its contraction also runs over the s - 1 zero
-columns between dY's): E's 4x4 stride-2 down conv at 128 px 116 ms against
-79-103 for the others, so strided layers keep the other rules. Whole steps
-(`python -m ihc_jax.bench steps`, models' forms vs XLA's everywhere,
-interleaved): IHN step at batch 1 0.89x before the rows form, 1.60x with
-it (3.91 vs 6.24 s); colour step 1.26x (2.72 vs 3.41 s).
-
-All forms sum the same products as XLA's, in another order (float
-rounding). Before the rows form, on the 2-core AVX2 CPU of 1-4 December
-(where the measurements below were taken), whole steps of `python -m
-ihc_jax.bench steps` (official widths, 256 px, interleaved in one process,
-one run) against XLA's gradients everywhere were: colour step 1.14x at
-batch 1 and 1.13x at batch 4, IHN step 1.28x at batch 4
-(benchmarks/RESULTS.md, 4 December).
+The input gradient of a strided convolution on a large enough map is
+`input_gradient_phases` (one stride-1 convolution with a channel group per
+phase of the input) where XLA convolves dY dilated by the stride.
 
 XLA:CPU computes the kernel gradient as a convolution with the pixels as its
-contraction and the channels as its "image", a shape its convolution
-kernels run slowly and that scales badly with the batch. The taps' matmuls
-contract over the pixels with both channel counts as the matrix sides.
-Kernel gradient alone, XLA's vs the taps, ms (`python -m ihc_jax.bench conv
---kernel-grads [--batch 4]`, interleaved, 2-core AVX2 CPU; one run each,
-this machine's noise is about +-15%):
-
-  layer (output map, C_in -> C_out, kernel)   batch 1        batch 4
-  E residual (64 px, 256 -> 256, 3x3)         109 vs 39      477 vs 161
-  U-Net up (128 px, 256 -> 64, 3x3)           133 vs 75      703 vs 340
-  U-Net up (32 px, 1024 -> 256, 3x3)           34 vs 35      426 vs 162
-  U-Net up (16 px, 1024 -> 512, 3x3)           18 vs 26       62 vs 75
-  U-Net down (32 px, 128 -> 256, 4x4 s2)      9.4 vs 13.1     73 vs 41
-  D (31 px, 256 -> 512, 4x4)                   40 vs 40      231 vs 152
-  IHN detail (256 px, 64 -> 64, 3x3)          173 vs 142    1045 vs 908
-  E input (256 px, 3 -> 64, 7x7)               48 vs 159     365 vs 1010
-
-The taps lose on small maps (at most 32 x 32 outputs in all) and with few
-channels (thin matmuls, and one window copy per tap). Inside a whole
-training step the copies count for more than alone: the IHN's 64 -> 64
-detail convs (4096 channel pairs), 2.2x faster alone at batch 4 in one
-run, left its step unchanged within noise (batch 4, 256 px: 28.1 s with
-XLA's gradients, 27.2 s with the taps), and nine unrolled taps (all windows
-alive at once; the loop here keeps one) made it 2.6x slower. The colour
-step (official-width E + G + D of `python -m ihc_jax.bench official`,
-256 px, interleaved in one process) gained 1.19-1.25x at batch 1 and 1.37x
-at batch 4 from the taps on its wider layers. So on CPU the taps are used
-when both channel counts are at least `TAPS_MIN_CHANNELS`, their product
-at least `TAPS_MIN_CHANNEL_PRODUCT` and the output has at least
-`TAPS_MIN_POSITIONS` positions (batch times map). Those measurements
-compared the taps with XLA's gradient of the padded convolution; against
-`kernel_gradient_padded` the taps lose alone on several of these shapes at
-batch 1 (E residual 59 vs 48 ms, U-Net up 115 vs 64 ms), while inside
-the colour step the two are within noise (batch 1: 2.74 s with the taps,
-2.92 s without; batch 4: 12.60 vs 12.11 s; interleaved, one run), so the
-rule stays as it was.
+contraction and the channels as its "image", a shape its convolution kernels
+run slowly; these forms contract over pixels with the channel counts as the
+matrix sides. The measurements behind every rule and threshold (per layer and
+whole steps, 1-7 December 2026) are in benchmarks/RESULTS.md, "CPU
+convolution gradients".
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
-from ihc_jax.models import native
+from ihc_jax.kernels import reference
 
 TAPS_MIN_CHANNELS = 64
 TAPS_MIN_CHANNEL_PRODUCT = 64 * 128
@@ -181,92 +54,9 @@ ROWS_MIN_OUT_CHANNELS = 16
 ROWS_MIN_POSITIONS = 16 * 16
 ROWS_MATMUL_TRANSPOSE_MAX_CHANNELS = 64
 SHIFTED_MAX_COLUMN_RATIO = 1.0
-NATIVE_MIN_POSITIONS = 16 * 16
-NATIVE_MAX_KERNEL_ELEMENTS = 2**18
 
-_NHWC = ("NHWC", "HWIO", "NHWC")
-_xla_only = False
-_native_allowed = True
-Padding = tuple[tuple[int, int], tuple[int, int]]
-
-
-def conv(x: jax.Array, kernel: jax.Array, stride: int = 1,
-         padding: str | Sequence[Sequence[int]] = "VALID") -> jax.Array:
-  """`jax.lax.conv_general_dilated` (NHWC, HWIO) with the custom kernel gradient.
-
-  Args:
-    x: [B, H, W, C_in].
-    kernel: [kh, kw, C_in, C_out].
-    stride: the same in both directions.
-    padding: "VALID" or ((top, bottom), (left, right)) zero padding.
-
-  Returns:
-    [B, H', W', C_out], exactly XLA's convolution.
-  """
-  if isinstance(padding, str):
-    if padding != "VALID":
-      raise ValueError(f"padding must be 'VALID' or explicit pairs, got {padding!r}")
-    padding = ((0, 0), (0, 0))
-  pads = tuple((int(lo), int(hi)) for lo, hi in padding)
-  return _conv(x, kernel, int(stride), pads)
-
-
-@contextlib.contextmanager
-def xla_gradients() -> Iterator[None]:
-  """Convolutions traced inside this context take XLA's input and kernel
-  gradients on every platform (for comparisons, e.g. `python -m
-  ihc_jax.bench steps`).
-
-  The choice is made when a gradient is traced, so a function jitted here
-  keeps it; a jitted function traced before keeps the models' choice.
-  """
-  global _xla_only
-  before, _xla_only = _xla_only, True
-  try:
-    yield
-  finally:
-    _xla_only = before
-
-
-@contextlib.contextmanager
-def without_native() -> Iterator[None]:
-  """Convolutions traced inside this context keep XLA formulations of the
-  kernel gradient on CPU (`kernel_gradient_form` never picks 'native'): for
-  comparisons, and where a compiled extension is not wanted. Chosen when a
-  gradient is traced, like `xla_gradients`."""
-  global _native_allowed
-  before, _native_allowed = _native_allowed, False
-  try:
-    yield
-  finally:
-    _native_allowed = before
-
-
-def uses_native(kernel_shape: Sequence[int], output_shape: Sequence[int],
-                stride: int, dtype=jnp.float32) -> bool:
-  """Whether the kernel gradient is `native.kernel_gradient` (the compiled
-  kernel) when lowered for CPU: it is available (`native.available`; not
-  inside `without_native`), takes the layer (stride 1, float32, output
-  channels a multiple of 16), the kernel has at most
-  `NATIVE_MAX_KERNEL_ELEMENTS` entries and the output at least
-  `NATIVE_MIN_POSITIONS` pixels per image.
-
-  Its accumulator, dK itself, is added to once per block of output rows;
-  beyond 2^18 floats (1 MiB) it leaves the cache, and the rows form is as
-  fast or faster at batch 1 (ms, native / rows, 2-core AVX-512 EPYC: E's
-  256 -> 256 residual convs at 64 px 31 / 27, the U-Nets' 1024 -> 256 and
-  1024 -> 512 up convs at 32 and 16 px 29 / 27 and 17 / 14, D's 4x4 256 ->
-  512 28 / 21; `python -m ihc_jax.bench conv --kernel-grads`; at batch 4
-  the kernel is faster on the first two, 110 / 139 and 107 / 113, but the
-  bound follows batch 1, the official benchmark's). Up to it the
-  compiled kernel is the fastest form on every map tried from 16 px up:
-  the IHN's 64 -> 64 detail convs at 256 px 39 / 60 (batch 4: 150 / 277),
-  E's 7x7 input conv 15 / 17 (the padded form's), the U-Nets' 256 -> 64 up
-  convs at 128 px 29 / 34, 16 -> 16 at 16 px 0.06 / 0.16."""
-  return (_native_allowed and native.supports(kernel_shape, stride, dtype)
-          and math.prod(kernel_shape) <= NATIVE_MAX_KERNEL_ELEMENTS
-          and output_shape[1] * output_shape[2] >= NATIVE_MIN_POSITIONS
-          and native.available())
+_NHWC = reference.DIMENSION_NUMBERS
+Padding = reference.Padding
 
 
 def uses_rows(kernel_shape: Sequence[int], output_shape: Sequence[int],
@@ -438,16 +228,10 @@ def uses_taps(kernel_shape: Sequence[int], output_shape: Sequence[int]) -> bool:
           and positions >= TAPS_MIN_POSITIONS)
 
 
-def xla_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
-  """XLA's convolution, differentiated by XLA."""
-  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding,
-                                      dimension_numbers=_NHWC)
-
-
 def kernel_gradient_xla(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
                         padding: Padding) -> jax.Array:
   """XLA's kernel gradient of `xla_conv` for the output cotangent dy."""
-  return jax.vjp(lambda k: xla_conv(x, k, stride, padding), kernel)[1](dy)[0]
+  return jax.vjp(lambda k: reference.conv2d(x, k, stride, padding), kernel)[1](dy)[0]
 
 
 def kernel_gradient_padded(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
@@ -497,7 +281,7 @@ def input_gradient_xla(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: i
                        padding: Padding) -> jax.Array:
   """XLA's input gradient of `xla_conv` (a convolution of dy dilated by the
   stride) for the output cotangent dy."""
-  return jax.vjp(lambda v: xla_conv(v, kernel, stride, padding), x)[1](dy)[0]
+  return jax.vjp(lambda v: reference.conv2d(v, kernel, stride, padding), x)[1](dy)[0]
 
 
 def uses_phases(kernel_shape: Sequence[int], output_shape: Sequence[int],
@@ -613,31 +397,6 @@ def kernel_gradient_taps(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride:
   return dk.transpose(0, 2, 1).reshape(kernel.shape).astype(kernel.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
-  return xla_conv(x, kernel, stride, padding)
-
-
-def _conv_fwd(x, kernel, stride, padding):
-  return xla_conv(x, kernel, stride, padding), (x, kernel)
-
-
-def _conv_bwd(stride, padding, residuals, dy):
-  x, kernel = residuals
-  xla_forms = functools.partial(xla_gradients_of, stride=stride, padding=padding)
-  if _xla_only:
-    return xla_forms(x, kernel, dy)
-  cpu_forms = functools.partial(cpu_gradients, stride=stride, padding=padding)
-  return jax.lax.platform_dependent(x, kernel, dy, cpu=cpu_forms, default=xla_forms)
-
-
-def xla_gradients_of(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
-                     padding: Padding) -> tuple[jax.Array, jax.Array]:
-  """(dX, dK) as XLA computes them (GPU, TPU, and `xla_gradients()`)."""
-  return (input_gradient_xla(x, kernel, dy, stride, padding),
-          kernel_gradient_xla(x, kernel, dy, stride, padding))
-
-
 def cpu_gradients(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
                   padding: Padding) -> tuple[jax.Array, jax.Array]:
   """(dX, dK) in the forms chosen for XLA:CPU by `uses_phases`, `uses_shifted`,
@@ -646,18 +405,15 @@ def cpu_gradients(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
     dx = input_gradient_phases(x, kernel, dy, stride, padding)
   else:
     dx = input_gradient_xla(x, kernel, dy, stride, padding)
-  form = kernel_gradient_form(kernel.shape, dy.shape, stride,
-                              jnp.result_type(x.dtype, kernel.dtype, dy.dtype))
-  return dx, _KERNEL_GRADIENTS[form](x, kernel, dy, stride, padding)
+  form = kernel_gradient_form(kernel.shape, dy.shape, stride)
+  return dx, KERNEL_GRADIENTS[form](x, kernel, dy, stride, padding)
 
 
 def kernel_gradient_form(kernel_shape: Sequence[int], output_shape: Sequence[int],
-                         stride: int, dtype=jnp.float32) -> str:
+                         stride: int) -> str:
   """The kernel gradient XLA:CPU gets for a [kh, kw, C_in, C_out] kernel with
-  a [B, H', W', C_out] output: 'native', 'shifted', 'rows', 'taps', 'padded'
-  or 'xla', the first whose `uses_*` rule holds."""
-  if uses_native(kernel_shape, output_shape, stride, dtype):
-    return "native"
+  a [B, H', W', C_out] output: 'shifted', 'rows', 'taps', 'padded' or
+  'xla', the first whose `uses_*` rule holds."""
   if uses_shifted(kernel_shape):
     return "shifted"
   if uses_rows(kernel_shape, output_shape, stride):
@@ -667,17 +423,6 @@ def kernel_gradient_form(kernel_shape: Sequence[int], output_shape: Sequence[int
   return "padded" if uses_padded(output_shape) else "xla"
 
 
-def kernel_gradient_native(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int,
-                           padding: Padding) -> jax.Array:
-  """`native.kernel_gradient` (stride 1 only) with the forms' signature."""
-  if stride != 1:
-    raise ValueError(f"the compiled kernel gradient is for stride 1, got {stride}")
-  return native.kernel_gradient(x, kernel, dy, padding).astype(kernel.dtype)
-
-
-_KERNEL_GRADIENTS = {"native": kernel_gradient_native, "shifted": kernel_gradient_shifted,
-                     "rows": kernel_gradient_rows, "taps": kernel_gradient_taps,
-                     "padded": kernel_gradient_padded, "xla": kernel_gradient_xla}
-
-
-_conv.defvjp(_conv_fwd, _conv_bwd)
+KERNEL_GRADIENTS = {"shifted": kernel_gradient_shifted, "rows": kernel_gradient_rows,
+                    "taps": kernel_gradient_taps, "padded": kernel_gradient_padded,
+                    "xla": kernel_gradient_xla}

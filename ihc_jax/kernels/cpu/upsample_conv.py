@@ -1,4 +1,6 @@
-"""Bilinear x2 upsampling, ReflectionPad2d(1) and a 3x3 conv as one conv of the small map.
+"""The U-Nets' up step on XLA:CPU: bilinear x2 upsampling, ReflectionPad2d(1)
+and a 3x3 conv as one conv of the small map (`reference.upsample_reflect_conv`
+as three layers).
 
 The U-Nets' up path (original-code.md §3.1) is Upsample(scale 2, bilinear,
 align_corners=False) -> ReflectionPad2d(1) -> Conv3x3. Along one axis, with
@@ -19,25 +21,25 @@ P[2n + 1] only (D = R - Z, `border_difference`), and R x R = Z x Z + D x R
 strips four pixels wide (D x R: rows, Z x D: columns), added to its first
 and last two rows and columns. The same sums in another order: float
 rounding apart, `upsample_reflect_conv(x, k)` equals
-`conv_valid(reflect_pad(upsample_bilinear_2x(x), 1), k)`.
+`reference.upsample_reflect_conv(x, k)`. Plain `jax.lax` ops and the CPU
+convolution (`conv`): differentiable like it.
 """
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ihc_jax.models import conv_grad
-from ihc_jax.models import layers
+from ihc_jax.kernels import reference
+from ihc_jax.kernels.cpu import conv
 
 # [phase a, tap t, neighbour d + 1]: P[2i + a + t] = sum_d PHASE_MIX[a, t, d + 1] x[i + d].
 PHASE_MIX = np.array([[[.75, .25, 0.], [.25, .75, 0.], [0., .75, .25]],
                       [[.25, .75, 0.], [0., .75, .25], [0., .25, .75]]], np.float32)
 # The smallest map side this form takes (`border_difference` reads x[1] and x[n - 2]).
 MIN_SIZE = 2
-# `UpsampleConv2d` takes this form for maps of at least this many px a side.
+# `upsample_reflect_conv` takes the fused form for maps of at least this many px a side.
 # Measured on the 2-core CPU (AVX-512 AMD EPYC; G's up steps at official
 # widths, batch 1, ms, three layers vs this form, forward / forward + both
 # gradients, interleaved): 128 px 128 -> 3: 43 / 136 vs 11 / 27; 64 px
@@ -90,7 +92,7 @@ def border_difference(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
 
 def reflect_upsample(x: jax.Array, axis: int) -> jax.Array:
   """R along `axis` (n -> 2n + 2): bilinear x2, then reflection by one."""
-  return _pad_one(layers.upsample_axis_2x(x, axis), axis, "reflect")
+  return _pad_one(reference.upsample_axis_2x(x, axis), axis, "reflect")
 
 
 def _strip_conv(start: jax.Array, end: jax.Array, kernel: jax.Array, axis: int
@@ -98,20 +100,29 @@ def _strip_conv(start: jax.Array, end: jax.Array, kernel: jax.Array, axis: int
   """The VALID convolutions of [start, 0, 0] and [0, 0, end] (two entries
   each along `axis`): the corrections of the first and last two outputs.
 
-  XLA's convolution with the models' gradients, not a patch matmul: with
-  both gradients G's two outer up steps took 24 and 64 ms this way, 56 and
-  83 ms with `layers.conv_valid_matmul` (its kernel gradient, a [9 C_in,
-  C_out] product over few positions, is slow on XLA:CPU); inside the whole
-  colour step the two were within noise (2.006 vs 1.988 s)."""
+  XLA's convolution with the CPU gradients (`conv.conv_xla`), not a patch
+  matmul, whose kernel gradient (a [9 C_in, C_out] product over few
+  positions) is slow on XLA:CPU (benchmarks/RESULTS.md)."""
   zeros = jnp.zeros_like(start)
   strips = jnp.concatenate([jnp.concatenate([start, zeros], axis=axis),
                             jnp.concatenate([zeros, end], axis=axis)], axis=0)
-  out = conv_grad.conv(strips, kernel, 1, "VALID")
+  out = conv.conv_xla(strips, kernel, 1, ((0, 0), (0, 0)))
   return out[:start.shape[0]], out[start.shape[0]:]
 
 
 def upsample_reflect_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Conv3x3(ReflectionPad2d(1)(Upsample(2, bilinear)(x))), no bias.
+  """`reference.upsample_reflect_conv`: fused (`fused_upsample_reflect_conv`)
+  on maps of at least `FUSED_MIN_SIZE` px a side, else the three layers with
+  the CPU convolution."""
+  if min(x.shape[1], x.shape[2]) >= max(FUSED_MIN_SIZE, MIN_SIZE):
+    return fused_upsample_reflect_conv(x, kernel)
+  return conv.conv2d(reference.reflect_pad(reference.upsample_bilinear_2x(x), 1),
+                     kernel.astype(x.dtype))
+
+
+def fused_upsample_reflect_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Conv3x3(ReflectionPad2d(1)(Upsample(2, bilinear)(x))), no bias, as one
+  convolution of the small map plus border strips (module docstring).
 
   Args:
     x: [B, n, m, C_in] with n, m >= `MIN_SIZE`.
@@ -122,13 +133,13 @@ def upsample_reflect_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """
   b, n, m, _ = x.shape
   if kernel.shape[:2] != (3, 3):
-    raise ValueError(f"upsample_reflect_conv needs a 3x3 kernel, got {kernel.shape}")
+    raise ValueError(f"the fused up step needs a 3x3 kernel, got {kernel.shape}")
   if min(n, m) < MIN_SIZE:
-    raise ValueError(f"upsample_reflect_conv needs maps of at least {MIN_SIZE} px, "
+    raise ValueError(f"the fused up step needs maps of at least {MIN_SIZE} px, "
                      f"got {n}x{m}")
   c_out = kernel.shape[3]
   k = kernel.astype(x.dtype)
-  phases = layers.conv(x, phase_kernel(kernel).astype(x.dtype), padding=1)
+  phases = conv.conv2d(x, phase_kernel(kernel).astype(x.dtype), 1, 1)
   y = phases.reshape(b, n, m, 2, 2, c_out).transpose(0, 1, 3, 2, 4, 5)
   y = y.reshape(b, 2 * n, 2 * m, c_out)
   # D x R: rows P[0], P[1] and P[2n], P[2n + 1], reflected and upsampled along the columns.
@@ -139,28 +150,3 @@ def upsample_reflect_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   left, right = _strip_conv(left, right, k, axis=2)
   y = y.at[:, :2].add(top).at[:, -2:].add(bottom)
   return y.at[:, :, :2].add(left).at[:, :, -2:].add(right)
-
-
-class UpsampleConv2d(nn.Module):
-  """Upsample(2, bilinear) -> ReflectionPad2d(1) -> Conv2d(3x3, bias): an up
-  step of the U-Nets, with `layers.Conv2d`'s parameters (kernel, bias) and
-  initialisation, so weights and checkpoints are those of the unfused layers.
-
-  Maps of at least `FUSED_MIN_SIZE` px a side run as `upsample_reflect_conv`;
-  smaller ones as the three layers in turn.
-
-  Attributes:
-    features: output channels.
-  """
-  features: int
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """[B, n, m, C_in] -> [B, 2n, 2m, features]."""
-    init = layers.torch_uniform_init(x.shape[-1] * 9)
-    kernel = self.param("kernel", init, (3, 3, x.shape[-1], self.features))
-    if min(x.shape[1], x.shape[2]) >= max(FUSED_MIN_SIZE, MIN_SIZE):
-      y = upsample_reflect_conv(x, kernel)
-    else:
-      y = layers.reflect_padded_conv(layers.upsample_bilinear_2x(x), kernel.astype(x.dtype), 1)
-    return y + self.param("bias", init, (self.features,)).astype(y.dtype)
