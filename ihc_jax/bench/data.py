@@ -22,24 +22,18 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from typing import Callable, Sequence
 
 import jax
 
 from ihc_jax import halftone
+from ihc_jax.bench import timing
 
 
 def _median_rate(fn: Callable[[jax.Array], jax.Array], images: jax.Array,
                  repeats: int) -> float:
   """Median images/s of `fn` on `images` over `repeats` runs after a warm-up."""
-  jax.block_until_ready(fn(images))
-  rates = []
-  for _ in range(repeats):
-    begin = time.perf_counter()
-    jax.block_until_ready(fn(images))
-    rates.append(images.shape[0] / (time.perf_counter() - begin))
-  return statistics.median(rates)
+  return images.shape[0] / timing.time_calls(lambda: fn(images), repeats).median
 
 
 def bench_am(batch: int, size: int, repeats: int, *, supersample: int = 4,

@@ -20,8 +20,6 @@ random codes, as the official test script does. Prints:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Sequence
 
 import jax
@@ -30,19 +28,13 @@ import numpy as np
 from ihc_jax import inference
 from ihc_jax import models
 from ihc_jax import tiling
+from ihc_jax.bench import timing
 
 
 def _time(fn, repeats: int) -> tuple[float, float]:
   """(first call incl. compilation, median of `repeats` later calls) in s."""
-  start = time.perf_counter()
-  fn()
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return first, statistics.median(times)
+  result = timing.time_calls(fn, repeats)
+  return result.first, result.median
 
 
 def main(argv: Sequence[str]) -> None:
@@ -94,13 +86,9 @@ def main(argv: Sequence[str]) -> None:
     tiles = len(tiling.tile_starts(height, args.size, pipeline.overlap)) * len(
         tiling.tile_starts(width, args.size, pipeline.overlap))
     n = min(args.tile_batch, tiles)
-    start = time.perf_counter()
-    pipeline.colorize(np.zeros((n, args.size, args.size, 1), np.float32),
-                      reference, num_samples=2)
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    pipeline.colorize(scan, reference, num_samples=2)
-    median = time.perf_counter() - start
+    first = timing.time_call(lambda: pipeline.colorize(
+        np.zeros((n, args.size, args.size, 1), np.float32), reference, num_samples=2))
+    median = timing.time_call(lambda: pipeline.colorize(scan, reference, num_samples=2))
     megapixels = width * height / 1e6
     print(f"tiled scan {width}x{height} ({args.tile_batch} tiles per call, "
           f"overlap {pipeline.overlap}): {median / megapixels:.2f} s per "

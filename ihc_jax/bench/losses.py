@@ -16,7 +16,6 @@ wrappers that run VGG themselves.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable, Sequence
 
@@ -27,6 +26,7 @@ import numpy as np
 from ihc_jax import losses
 from ihc_jax.models.histogram import HistogramNet
 from ihc_jax.models.vgg import init_vgg19_params
+from ihc_jax.bench import timing
 
 _MIB = 1024.0 * 1024.0
 
@@ -44,13 +44,8 @@ def _measure(fn: Callable[..., jax.Array], args: Sequence[np.ndarray],
   compile_s = time.perf_counter() - start
   stats = compiled.memory_analysis()
   device_args = jax.device_put(list(args))
-  jax.block_until_ready(compiled(*device_args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(*device_args))
-    times.append(time.perf_counter() - start)
-  row = {"median_ms": 1e3 * statistics.median(times), "compile_s": compile_s}
+  row = {"median_ms": 1e3 * timing.time_calls(lambda: compiled(*device_args), repeats).median,
+         "compile_s": compile_s}
   for key in ("temp", "argument", "output"):
     value = getattr(stats, f"{key}_size_in_bytes", None) if stats else None
     row[f"{key}_mib"] = float("nan") if value is None else value / _MIB

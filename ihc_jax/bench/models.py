@@ -14,8 +14,6 @@ network has one) after compilation. Weights are random (numpy).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +25,7 @@ from ihc_jax import models
 from ihc_jax import weights
 from ihc_jax.bench import flops as flops_lib
 from ihc_jax.tools import convert_weights
+from ihc_jax.bench import timing
 
 ALL = ("ihn", "generator", "encoder", "discriminator", "fusion", "histogram", "vgg19")
 
@@ -75,15 +74,10 @@ def bench_network(name: str, cfg: Any, size: int, batch: int, repeats: int) -> d
   lowered = jax.jit(forward).lower(params, *inputs)
   compiled = lowered.compile()
   grad = jax.jit(jax.grad(loss))
-  jax.block_until_ready(grad(params, *inputs))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(grad(params, *inputs))
-    times.append(time.perf_counter() - start)
+  seconds = timing.time_calls(lambda: grad(params, *inputs), repeats).median
   count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
   return {"params": count, "forward_flops": _flops(lowered, compiled),
-          "fwd_bwd_seconds": statistics.median(times)}
+          "fwd_bwd_seconds": seconds}
 
 
 def main(argv: Sequence[str]) -> None:

@@ -48,12 +48,12 @@ import argparse
 import copy
 import multiprocessing
 import os
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from ihc_jax.bench import timing
 
 NZ = 8
 # Loss weights of the two training steps (BicycleGAN's defaults for the
@@ -281,10 +281,6 @@ def _jax_color_step(enc: Any, gen: Any, disc: Any) -> Callable[..., Any]:
 # -- timing ---------------------------------------------------------------------
 
 
-def _median_seconds(samples: list[float]) -> float:
-  return statistics.median(samples) if samples else float("nan")
-
-
 def _interleave(items: dict[str, tuple[Callable[[], Any], Callable[[], Any]]],
                 repeats: int) -> dict[str, tuple[float, float]]:
   """Median seconds (torch, ours) per item; one warm-up call each first.
@@ -301,11 +297,11 @@ def _interleave(items: dict[str, tuple[Callable[[], Any], Callable[[], Any]]],
     order = (0, 1) if repeat % 2 == 0 else (1, 0)
     for name, fns in items.items():
       for side in order:
-        start = time.perf_counter()
-        fns[side]()
-        samples[name][side].append(time.perf_counter() - start)
+        samples[name][side].append(timing.time_call(fns[side]))
     print(f"  repeat {repeat + 1}/{repeats} done", flush=True)
-  return {name: (_median_seconds(t), _median_seconds(j)) for name, (t, j) in samples.items()}
+  return {name: (timing.Timing(float("nan"), tuple(t)).median,
+                 timing.Timing(float("nan"), tuple(j)).median)
+          for name, (t, j) in samples.items()}
 
 
 def _block(x: Any) -> Any:
