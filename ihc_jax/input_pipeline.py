@@ -21,7 +21,7 @@ Evaluation on several hosts: each host reads a strided shard of the held-out
 files, and every host yields the same number of full eval batches
 (`eval_steps`): a host that runs out of images pads with zero images whose
 mask is 0. Metrics are therefore exact per-example means
-(sum(value * mask) / sum(mask), see `trainers.common.evaluate`), the same for
+(sum(value * mask) / sum(mask), see `trainers.loop.evaluate`), the same for
 any eval batch size and any number of processes.
 
 Sources (`data_config.source`, `reference_source`, `eval_source`):

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 
 from ihc_jax.bench import train as bench_train
-from ihc_jax.trainers import common
+from ihc_jax.trainers import mesh as mesh_lib
+from ihc_jax.trainers import train_state as train_state_lib
 
 
 def test_bench_train_profile_prints_scopes_and_ops(capsys):
@@ -32,8 +33,8 @@ def test_color_step_names_its_loss_scopes():
   # The colour step's ops carry the named scopes its profile groups them by
   # (lowered only: the names are in the StableHLO's locations).
   config, stage = bench_train.random_frozen_stage("color")
-  mesh = common.make_mesh()
-  state = common.replicate(common.init_state(
+  mesh = mesh_lib.make_mesh()
+  state = mesh_lib.replicate(train_state_lib.init_state(
       stage.init_variables(jax.random.PRNGKey(0)), stage.optimizers), mesh)
   b, s = config.data.batch_size, config.data.image_size
   batch = {k: np.full((b, s, s, 3), 0.5, np.float32) for k in ("image", "reference")}

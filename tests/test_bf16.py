@@ -19,11 +19,13 @@ import pytest
 
 from ihc_jax import inference
 from ihc_jax import models
-from ihc_jax import pipeline_files
+from ihc_jax.inference import files as pipeline_files
 from ihc_jax import weights
 from ihc_jax.bench import flops
 from ihc_jax.bench import train as bench_train
-from ihc_jax.trainers import common
+from ihc_jax.trainers import checkpoints as checkpoints_lib
+from ihc_jax.trainers import mesh as mesh_lib
+from ihc_jax.trainers import train_state as train_state_lib
 from ihc_jax.trainers import defaults
 from conftest import load_test_config
 
@@ -162,8 +164,8 @@ def test_bf16_train_step_is_finite_and_trains(stage, tmp_path):
   config = _bf16_stage_config(stage, str(tmp_path))
   module.validate(config)
   trainer = module.make_stage(config)
-  mesh = common.make_mesh()
-  state = common.replicate(common.init_state(
+  mesh = mesh_lib.make_mesh()
+  state = mesh_lib.replicate(train_state_lib.init_state(
       trainer.init_variables(jax.random.PRNGKey(0)), trainer.optimizers), mesh)
   before = jax.device_get(state.variables)
   rng = np.random.default_rng(0)
@@ -172,7 +174,7 @@ def test_bf16_train_step_is_finite_and_trains(stage, tmp_path):
   from ihc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   batch = input_pipeline.shard_batch(batch, mesh)
   step = jax.jit(trainer.train_step, donate_argnums=(0,))
-  state, metrics = step(state, batch, common.replicate(trainer.frozen, mesh),
+  state, metrics = step(state, batch, mesh_lib.replicate(trainer.frozen, mesh),
                         jax.random.PRNGKey(1))
   metrics = jax.device_get(metrics)
   assert all(np.isfinite(v) for v in metrics.values()), metrics
@@ -186,7 +188,7 @@ def test_bf16_train_step_is_finite_and_trains(stage, tmp_path):
         jax.tree.leaves(before[name]["params"]),
         jax.tree.leaves(after[name]["params"]))), name
   if "ihn" in config.get("frozen", {}):
-    ihn = common.load_frozen_networks(config.frozen, ["ihn"])["ihn"][0]
+    ihn = checkpoints_lib.load_frozen_networks(config.frozen, ["ihn"])["ihn"][0]
     assert "dtype" not in ihn
 
 

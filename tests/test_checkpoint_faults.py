@@ -17,14 +17,15 @@ import numpy as np
 import optax
 import pytest
 
-from ihc_jax.trainers import common
+from ihc_jax.trainers import checkpoints as checkpoints_lib
+from ihc_jax.trainers import train_state as train_state_lib
 from ihc_jax.trainers import resilience
 
 _OPTIMIZERS = {"net": optax.sgd(0.1)}
 
 
-def tiny_state(value: float, step: int) -> common.TrainState:
-  state = common.init_state(
+def tiny_state(value: float, step: int) -> train_state_lib.TrainState:
+  state = train_state_lib.init_state(
       {"net": {"params": {"w": np.full((4, 64), value, np.float32),
                           "b": np.full((3,), -value, np.float32)}}},
       _OPTIMIZERS)
@@ -34,10 +35,10 @@ def tiny_state(value: float, step: int) -> common.TrainState:
 @pytest.fixture
 def three_steps(tmp_path):
   """A checkpoint directory with steps 1, 2, 3 holding w = 1, 2, 3."""
-  checkpointer = common.StageCheckpointer(str(tmp_path), "toy", max_to_keep=5)
+  checkpointer = checkpoints_lib.StageCheckpointer(str(tmp_path), "toy", max_to_keep=5)
   for step in (1, 2, 3):
     checkpointer.save(tiny_state(float(step), step))
-  yield checkpointer, os.path.join(str(tmp_path), common.CHECKPOINT_DIR)
+  yield checkpointer, os.path.join(str(tmp_path), checkpoints_lib.CHECKPOINT_DIR)
   checkpointer.close()
 
 
@@ -60,7 +61,7 @@ def _truncate_data(step_dir):
 
 def _delete_item(step_dir):
   # pylint: disable-next=protected-access
-  shutil.rmtree(os.path.join(step_dir, common._OPTIMIZER_ITEM))
+  shutil.rmtree(os.path.join(step_dir, checkpoints_lib._OPTIMIZER_ITEM))
 
 
 @pytest.mark.parametrize("damage", [_delete_manifest, _truncate_data,
@@ -112,7 +113,7 @@ def test_nothing_readable_raises_and_moves_nothing(three_steps):
   checkpointer, directory = three_steps
   # A target whose structure matches no step (a changed config) fails on
   # every step: the checkpoints must stay where they are.
-  wrong = common.init_state({"other": {"params": {"w": np.zeros(2)}}},
+  wrong = train_state_lib.init_state({"other": {"params": {"w": np.zeros(2)}}},
                             {"other": optax.sgd(0.1)})
   with pytest.raises(Exception):  # Orbax's own error for the newest step.
     resilience.restore_newest_intact(checkpointer, wrong)
@@ -127,7 +128,7 @@ def test_move_aside_never_overwrites(tmp_path):
 
 
 def test_no_checkpoint_is_file_not_found(tmp_path):
-  checkpointer = common.StageCheckpointer(str(tmp_path), "toy")
+  checkpointer = checkpoints_lib.StageCheckpointer(str(tmp_path), "toy")
   with pytest.raises(FileNotFoundError, match="no checkpoint"):
     resilience.restore_newest_intact(checkpointer, tiny_state(0.0, 0))
   checkpointer.close()

@@ -8,7 +8,7 @@ import pytest
 
 from ihc_jax.trainers import chain
 from ihc_jax.trainers import color
-from ihc_jax.trainers import common
+from ihc_jax.trainers import checkpoints as checkpoints_lib
 from ihc_jax.trainers import fusion
 from ihc_jax.trainers import hist
 from ihc_jax.trainers import ihn
@@ -177,8 +177,8 @@ def test_main_dispatches_every_trainer():
 
 def test_load_stage_config_roundtrip(tmp_path):
   config = hist.default_config()
-  common.save_stage_config(config, str(tmp_path))
-  loaded = common.load_stage_config(str(tmp_path))
+  checkpoints_lib.save_stage_config(config, str(tmp_path))
+  loaded = checkpoints_lib.load_stage_config(str(tmp_path))
   assert isinstance(loaded, ml_collections.ConfigDict)
   assert loaded.model.histogram.bins == config.model.histogram.bins
   assert tuple(loaded.halftone.period_range) == (3.0, 3.0)

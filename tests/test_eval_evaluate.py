@@ -1,4 +1,4 @@
-"""Tests of `ihc_jax.evaluate` with a stand-in pipeline.
+"""Tests of `ihc_jax.eval.run` with a stand-in pipeline.
 
 The pipeline is a stub with hand-made outputs (no trained networks) and LPIPS
 has RANDOM weights; the Inception file is deliberately missing (a real
@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ihc_jax import evaluate
+from ihc_jax.eval import run as evaluate
 from ihc_jax import halftone
 from ihc_jax import weights
 from ihc_jax.eval import lpips

@@ -36,7 +36,8 @@ from ihc_jax import halftone
 from ihc_jax import input_pipeline
 from ihc_jax import metrics
 from ihc_jax.trainers import baselines
-from ihc_jax.trainers import common
+from ihc_jax.trainers import loop as loop_lib
+from ihc_jax.trainers import mesh as mesh_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
@@ -113,18 +114,18 @@ def _expected(photos):
 
 
 def _toy_stage():
-  return common.Stage(name="toy", init_variables=lambda key: {},
+  return loop_lib.Stage(name="toy", init_variables=lambda key: {},
                       optimizers={}, train_step=None, frozen={},
                       eval_step=toy_eval_step)
 
 
 def _evaluate(config, eval_step=toy_eval_step):
   _, eval_ds = input_pipeline.create_datasets(config, seed=0)
-  mesh = common.make_mesh()
-  state = common.replicate({"gain": np.float32(2.0)}, mesh)
-  return common.evaluate(_toy_stage(), state, eval_ds, mesh, 0,
+  mesh = mesh_lib.make_mesh()
+  state = mesh_lib.replicate({"gain": np.float32(2.0)}, mesh)
+  return loop_lib.evaluate(_toy_stage(), state, eval_ds, mesh, 0,
                          jax.random.PRNGKey(0),
-                         common.compile_eval_step(eval_step))
+                         loop_lib.compile_eval_step(eval_step))
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +152,7 @@ def test_a_batch_keyed_step_would_differ(photos):
   """The check above can fail: one key for the whole batch (the old way)
   gives other screens, hence another blur figure, at batch 4 than alone."""
   got = _evaluate(_config(photos, 4))
-  mesh = common.make_mesh()
+  mesh = mesh_lib.make_mesh()
   _, eval_ds = input_pipeline.create_datasets(_config(photos, 4), seed=0)
   batch = next(eval_ds.as_numpy_iterator())
   batch_keyed = _blur_psnr(jax.random.PRNGKey(0),
@@ -270,7 +271,7 @@ def test_two_processes_equal_one_process(photos, tmp_path):
 
 def test_paper_evaluation_reads_each_held_out_image_once(photos):
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from ihc_jax import evaluate as paper_eval  # pylint: disable=g-import-not-at-top
+  from ihc_jax.eval import run as paper_eval  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict({"seed": 0, "data": _config(photos, 2)})
   images, references = paper_eval.load_eval_images(config, -1)
   # 5 images in batches of 2: the padding of the third batch is dropped.

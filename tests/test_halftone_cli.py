@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from ihc_jax import halftone
-from ihc_jax.tools import halftone as cli
+from ihc_jax.halftone import cli
 
 skimage_data = pytest.importorskip("skimage.data")
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -107,7 +107,7 @@ def test_runs_as_a_module(tmp_path):
   Image.fromarray(skimage_data.astronaut()[:32, :32]).save(crop)
   env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
   result = subprocess.run(
-      [sys.executable, "-m", "ihc_jax.tools.halftone", str(crop),
+      [sys.executable, "-m", "ihc_jax.halftone.cli", str(crop),
        str(tmp_path / "out.png"), "--method", "am", "--period", "3",
        "--angle", "30"], env=env, capture_output=True, text=True, check=False)
   assert result.returncode == 0, result.stderr

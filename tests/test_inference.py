@@ -18,7 +18,8 @@ import pytest
 from ihc_jax import halftone as halftone_lib
 from ihc_jax import host_memory
 from ihc_jax import inference
-from ihc_jax.trainers import common
+from ihc_jax.trainers import checkpoints as checkpoints_lib
+from ihc_jax.trainers import train_state as train_state_lib
 from ihc_jax.trainers import defaults
 
 TILE = 32  # tiny U-Nets have 5 levels: inputs are multiples of 32
@@ -267,9 +268,9 @@ def write_stage(workdir, stage, variables, *, period_range=(4.0, 5.0)):
   config.model = defaults.tiny_model(TILE)
   config.data = dict(image_size=TILE)
   config.halftone = dict(method="am", period_range=period_range)
-  common.save_stage_config(config, str(workdir))
-  checkpointer = common.StageCheckpointer(str(workdir), stage)
-  checkpointer.save(common.TrainState(
+  checkpoints_lib.save_stage_config(config, str(workdir))
+  checkpointer = checkpoints_lib.StageCheckpointer(str(workdir), stage)
+  checkpointer.save(train_state_lib.TrainState(
       step=jnp.asarray(1, jnp.int32), variables=variables,
       opt_states={"none": jnp.zeros(())},
       nonfinite_streak=jnp.asarray(0, jnp.int32)))

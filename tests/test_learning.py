@@ -49,7 +49,10 @@ from PIL import Image
 from ihc_jax import input_pipeline
 from ihc_jax.data import demo
 from ihc_jax.trainers import color
-from ihc_jax.trainers import common
+from ihc_jax.trainers import checkpoints as checkpoints_lib
+from ihc_jax.trainers import loop as loop_lib
+from ihc_jax.trainers import mesh as mesh_lib
+from ihc_jax.trainers import train_state as train_state_lib
 from ihc_jax.trainers import fusion
 from ihc_jax.trainers import hist
 from ihc_jax.trainers import ihn
@@ -121,7 +124,7 @@ def _config(stage, workdirs=None, **optim):
 class Fit(NamedTuple):
   """One stage's fit: the stage, its last step's metrics, eval metrics on
   the training batch and on the held-out batch, before and after."""
-  stage: common.Stage
+  stage: loop_lib.Stage
   metrics: dict
   before: dict
   after: dict
@@ -134,11 +137,11 @@ def _fit(module, config, batch, workdir, held_out, stream=None):
   on the host batches it yields); saves like a stage; returns a `Fit`."""
   module.validate(config)
   stage = module.make_stage(config)
-  mesh = common.make_mesh()
-  state = common.replicate(common.init_state(
+  mesh = mesh_lib.make_mesh()
+  state = mesh_lib.replicate(train_state_lib.init_state(
       stage.init_variables(jax.random.PRNGKey(config.seed)),
       stage.optimizers), mesh)
-  frozen = common.replicate(stage.frozen, mesh)
+  frozen = mesh_lib.replicate(stage.frozen, mesh)
   sharded = input_pipeline.shard_batch(dict(batch), mesh)
   unseen = input_pipeline.shard_batch(dict(held_out), mesh)
   eval_step = jax.jit(stage.eval_step)
@@ -159,8 +162,8 @@ def _fit(module, config, batch, workdir, held_out, stream=None):
   metrics = jax.device_get(metrics)
   fit = Fit(stage, metrics, before, evaluate(state, sharded), unseen_before,
             evaluate(state, unseen))
-  common.save_stage_config(config, workdir)
-  checkpointer = common.StageCheckpointer(workdir, stage.name)
+  checkpoints_lib.save_stage_config(config, workdir)
+  checkpointer = checkpoints_lib.StageCheckpointer(workdir, stage.name)
   checkpointer.save(state)
   checkpointer.close()
   return fit

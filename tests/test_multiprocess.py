@@ -41,7 +41,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from ihc_jax.trainers import common
+from ihc_jax.trainers import checkpoints as checkpoints_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 30  # leaves room to stop at step >= 2 well before the end
@@ -113,7 +113,7 @@ def _wait(processes, logs):
 
 def _histogram_leaves(workdir, step=None):
   return [np.asarray(x) for x in jax.tree.leaves(
-      common.restore_network_variables(workdir, "histogram", step=step))]
+      checkpoints_lib.restore_network_variables(workdir, "histogram", step=step))]
 
 
 def test_two_processes_equal_one_process_with_two_devices(tmp_path):
@@ -126,7 +126,7 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path):
       cache, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
   pair, logs = _start_pair(multi, photos, STEPS, cache,
                            str(tmp_path / "first"))
-  directory = os.path.join(multi, common.CHECKPOINT_DIR)
+  directory = os.path.join(multi, checkpoints_lib.CHECKPOINT_DIR)
   deadline = time.time() + 300
   while not os.path.isdir(os.path.join(directory, "2")):
     assert pair[0].poll() is None and time.time() < deadline, logs[0]
@@ -157,7 +157,7 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path):
     assert "cannot be restored" in log
     assert f"Resumed stage hist from step {term_step - 1}." in log
   assert f"{term_step}.corrupt" in os.listdir(directory)
-  assert common.checkpoint_networks(multi)[0] == STEPS
+  assert checkpoints_lib.checkpoint_networks(multi)[0] == STEPS
   _wait([straight], [single_log])
 
   got, want = _histogram_leaves(multi), _histogram_leaves(single)
@@ -165,5 +165,5 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path):
   for a, b in zip(got, want):
     np.testing.assert_array_equal(a, b)
   # The runs trained: the first kept step differs from the last.
-  first = _histogram_leaves(multi, step=common.checkpoint_networks(multi)[0] - 2)
+  first = _histogram_leaves(multi, step=checkpoints_lib.checkpoint_networks(multi)[0] - 2)
   assert any(not np.array_equal(a, b) for a, b in zip(got, first))

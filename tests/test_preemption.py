@@ -28,7 +28,7 @@ import time
 import jax
 import numpy as np
 
-from ihc_jax.trainers import common
+from ihc_jax.trainers import checkpoints as checkpoints_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 18
@@ -49,7 +49,7 @@ def _env(cache):
 
 
 def _committed_steps(workdir):
-  directory = os.path.join(workdir, common.CHECKPOINT_DIR)
+  directory = os.path.join(workdir, checkpoints_lib.CHECKPOINT_DIR)
   if not os.path.isdir(directory):
     return []
   return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
@@ -79,7 +79,7 @@ def _interrupt_at(process, workdir, step, signum, log_path):
 
 def _variables(workdir, step):
   return [np.asarray(x) for x in jax.tree.leaves(
-      common.restore_network_variables(workdir, "histogram", step=step))]
+      checkpoints_lib.restore_network_variables(workdir, "histogram", step=step))]
 
 
 def test_sigkill_and_sigterm_resume_bit_for_bit(tmp_path):

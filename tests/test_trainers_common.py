@@ -1,7 +1,7 @@
 """Tests of the shared training machinery with a toy stage (cheap to compile).
 
 The toy stage is a 3x3 conv + BatchNorm predicting the gray of the demo crops
-through the real loop (`common.run_stage`): resume, checkpoints, SIGTERM,
+through the real loop (`loop_lib.run_stage`): resume, checkpoints, SIGTERM,
 non-finite guard, determinism, and sharded steps on fake CPU devices.
 """
 
@@ -22,7 +22,10 @@ import optax
 import pytest
 
 from ihc_jax import colorspace
-from ihc_jax.trainers import common
+from ihc_jax.trainers import checkpoints as checkpoints_lib
+from ihc_jax.trainers import grids as grids_lib
+from ihc_jax.trainers import loop as loop_lib
+from ihc_jax.trainers import train_state as train_state_lib
 from ihc_jax.trainers import defaults
 from ihc_jax.trainers import hist
 from ihc_jax.trainers import train_state
@@ -77,14 +80,14 @@ def toy_stage(learning_rate=1e-2, nan_from_step=None, optimizer=optax.adam):
 
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         variables["params"])
-    state, guard = common.guarded_update(state, optimizers, {"toy": grads},
+    state, guard = train_state_lib.guarded_update(state, optimizers, {"toy": grads},
                                          {"toy": stats}, [loss])
     return state, dict(loss=loss, **guard)
 
   def eval_step(state, batch, frozen, rng):
     del frozen, rng
     out = net.apply(state.variables["toy"], batch["image"], train=False)
-    # Per-example [B] values: the contract of common.evaluate.
+    # Per-example [B] values: the contract of trainers.loop.evaluate.
     gray = colorspace.rgb_to_gray(batch["image"])
     return {"mse": jnp.mean(jnp.square(out - gray), axis=(1, 2, 3))}
 
@@ -93,7 +96,7 @@ def toy_stage(learning_rate=1e-2, nan_from_step=None, optimizer=optax.adam):
     return [batch["image"], net.apply(state.variables["toy"], batch["image"],
                                       train=False)]
 
-  return common.Stage(
+  return loop_lib.Stage(
       name="toy", init_variables=lambda key: {"toy": init_variables(key)},
       optimizers=optimizers, train_step=train_step, frozen={},
       eval_step=eval_step, sample_step=sample_step,
@@ -101,7 +104,7 @@ def toy_stage(learning_rate=1e-2, nan_from_step=None, optimizer=optax.adam):
 
 
 def params_of(workdir, network="toy"):
-  return jax.device_get(common.restore_network_variables(workdir, network))
+  return jax.device_get(checkpoints_lib.restore_network_variables(workdir, network))
 
 
 def assert_trees_equal(a, b):
@@ -113,25 +116,25 @@ def assert_trees_equal(a, b):
 def toy_run(tmp_path_factory):
   """A 4-step toy run (shared by the artifact and determinism tests)."""
   workdir = str(tmp_path_factory.mktemp("toy4"))
-  metrics = common.run_stage(toy_config(4), workdir, toy_stage())
+  metrics = loop_lib.run_stage(toy_config(4), workdir, toy_stage())
   return workdir, metrics
 
 
 def test_guarded_update_applies_finite_and_skips_nonfinite():
   tx = {"net": optax.sgd(0.5)}
-  state = common.init_state({"net": {"params": {"w": jnp.ones(2)}}}, tx)
-  good, guard = common.guarded_update(state, tx, {"net": {"w": jnp.ones(2)}},
+  state = train_state_lib.init_state({"net": {"params": {"w": jnp.ones(2)}}}, tx)
+  good, guard = train_state_lib.guarded_update(state, tx, {"net": {"w": jnp.ones(2)}},
                                       {}, [jnp.float32(1.0)])
   # SGD: 1 - 0.5 * 1 = 0.5.
   np.testing.assert_allclose(good.variables["net"]["params"]["w"], [0.5, 0.5])
   assert float(guard["nonfinite"]) == 0.0 and int(good.nonfinite_streak) == 0
-  bad, guard = common.guarded_update(
+  bad, guard = train_state_lib.guarded_update(
       good, tx, {"net": {"w": jnp.array([1.0, jnp.inf])}}, {},
       [jnp.float32(1.0)])
   np.testing.assert_array_equal(bad.variables["net"]["params"]["w"], [0.5, 0.5])
   assert float(guard["nonfinite"]) == 1.0
   assert int(bad.nonfinite_streak) == 1 and int(bad.step) == 2
-  worse, _ = common.guarded_update(bad, tx, {"net": {"w": jnp.ones(2)}}, {},
+  worse, _ = train_state_lib.guarded_update(bad, tx, {"net": {"w": jnp.ones(2)}}, {},
                                    [jnp.float32(jnp.nan)])
   assert int(worse.nonfinite_streak) == 2
   np.testing.assert_array_equal(worse.variables["net"]["params"]["w"], [0.5, 0.5])
@@ -152,10 +155,10 @@ def test_guarded_update_keeps_every_leaf_in_both_forms():
   # Jitted as in the trainers, with Adam: a skipped step keeps the moments
   # and the batch statistics too.
   tx = {"net": optax.adam(0.1)}
-  state = common.init_state(
+  state = train_state_lib.init_state(
       {"net": {"params": {"w": jnp.ones(2)}, "batch_stats": {"m": jnp.ones(2)}}},
       tx)
-  update = jax.jit(lambda s, g, bs, loss: common.guarded_update(
+  update = jax.jit(lambda s, g, bs, loss: train_state_lib.guarded_update(
       s, tx, {"net": g}, {"net": bs}, [loss]))
   good, _ = update(state, {"w": jnp.ones(2)}, {"m": jnp.full(2, 3.0)},
                    jnp.float32(1.0))
@@ -187,14 +190,14 @@ def test_init_variables_matches_the_optimised_init():
 def test_learning_rate_schedules():
   optim = defaults.optim_config(learning_rate=2e-4, end_learning_rate=2e-6,
                                 schedule="polynomial", power=0.9)
-  lr = common.make_learning_rate(optim, 100)
+  lr = train_state_lib.make_learning_rate(optim, 100)
   # (2e-4 - 2e-6) * (1 - 50/100)^0.9 + 2e-6
   np.testing.assert_allclose(float(lr(50)), 1.98e-4 * 0.5**0.9 + 2e-6,
                              rtol=1e-5)
   np.testing.assert_allclose(float(lr(100)), 2e-6, rtol=1e-5)
   optim.schedule = "linear_decay"
   optim.decay_start = 0.5
-  lr = common.make_learning_rate(optim, 100)
+  lr = train_state_lib.make_learning_rate(optim, 100)
   np.testing.assert_allclose([float(lr(40)), float(lr(75)), float(lr(100))],
                              [2e-4, 1.01e-4, 2e-6], rtol=1e-5)
 
@@ -203,7 +206,7 @@ def test_image_grid_layout_and_range():
   gray = np.full((3, 2, 2, 1), 2.0, np.float32)  # clipped to 1
   rgb = np.zeros((3, 2, 2, 3), np.float32)
   rgb[..., 0] = 0.5
-  grid = common.image_grid([("a", gray), ("b", rgb)], max_rows=2)
+  grid = grids_lib.image_grid([("a", gray), ("b", rgb)], max_rows=2)
   assert grid.shape == (4, 4, 3) and grid.dtype == np.uint8
   assert (grid[:, :2] == 255).all()
   assert (grid[:, 2:, 0] == 128).all() and (grid[:, 2:, 1:] == 0).all()
@@ -220,7 +223,7 @@ def test_run_writes_checkpoints_samples_summary(toy_run):
   assert summary["step"] == 4
   assert summary["metrics"]["eval/mse"] == pytest.approx(metrics["eval/mse"])
   assert np.isfinite(metrics["eval/mse"])
-  assert common.load_stage_config(workdir).data.image_size == 32
+  assert checkpoints_lib.load_stage_config(workdir).data.image_size == 32
 
 
 def test_restore_network_variables_errors(toy_run, tmp_path):
@@ -228,24 +231,24 @@ def test_restore_network_variables_errors(toy_run, tmp_path):
   variables = params_of(workdir)
   assert set(variables) == {"params", "batch_stats"}
   with pytest.raises(KeyError, match=r"stage 'toy'.*has no network 'ihn'.*\['toy'\]"):
-    common.restore_network_variables(workdir, "ihn")
+    checkpoints_lib.restore_network_variables(workdir, "ihn")
   with pytest.raises(FileNotFoundError, match="not a trained stage workdir"):
-    common.restore_network_variables(str(tmp_path), "toy")
+    checkpoints_lib.restore_network_variables(str(tmp_path), "toy")
   with pytest.raises(FileNotFoundError, match="config.json"):
-    common.load_stage_config(str(tmp_path))
+    checkpoints_lib.load_stage_config(str(tmp_path))
 
 
 def test_same_seed_same_result_and_exact_resume(toy_run, tmp_path):
   workdir, _ = toy_run
   straight = params_of(workdir)
   again = str(tmp_path / "again")
-  common.run_stage(toy_config(4), again, toy_stage())
+  loop_lib.run_stage(toy_config(4), again, toy_stage())
   assert_trees_equal(params_of(again), straight)
   resumed = str(tmp_path / "resumed")
-  common.run_stage(toy_config(2), resumed, toy_stage())
+  loop_lib.run_stage(toy_config(2), resumed, toy_stage())
   assert not np.array_equal(params_of(resumed)["params"]["Conv_0"]["kernel"],
                             straight["params"]["Conv_0"]["kernel"])
-  common.run_stage(toy_config(4), resumed, toy_stage())  # resumes at step 2
+  loop_lib.run_stage(toy_config(4), resumed, toy_stage())  # resumes at step 2
   assert_trees_equal(params_of(resumed), straight)
 
 
@@ -253,7 +256,7 @@ def test_init_from_takes_network_of_other_stage(toy_run, tmp_path):
   workdir, _ = toy_run
   # Zero steps: the state is exactly the init_from network.
   fresh = str(tmp_path / "fresh")
-  common.run_stage(toy_config(0), fresh, toy_stage(),
+  loop_lib.run_stage(toy_config(0), fresh, toy_stage(),
                    init_from={"toy": workdir})
   assert_trees_equal(params_of(fresh), params_of(workdir))
 
@@ -261,13 +264,13 @@ def test_init_from_takes_network_of_other_stage(toy_run, tmp_path):
 def test_nonfinite_loss_stops_run_and_keeps_last_good_checkpoint(tmp_path):
   workdir = str(tmp_path / "nan")
   config = toy_config(50, max_consecutive_nonfinite=3)
-  with pytest.raises(common.NonFiniteError, match="3 consecutive steps"):
-    common.run_stage(config, workdir, toy_stage(nan_from_step=2))
+  with pytest.raises(train_state_lib.NonFiniteError, match="3 consecutive steps"):
+    loop_lib.run_stage(config, workdir, toy_stage(nan_from_step=2))
   # Steps 3 and 4 were skipped (state of step 2 kept, saved at 3 and 4); the
   # 5th step hit the limit before its checkpoint.
-  assert common.checkpoint_networks(workdir)[0] == 4
+  assert checkpoints_lib.checkpoint_networks(workdir)[0] == 4
   good = str(tmp_path / "good")
-  common.run_stage(toy_config(2), good, toy_stage())
+  loop_lib.run_stage(toy_config(2), good, toy_stage())
   assert_trees_equal(params_of(workdir), params_of(good))
 
 
@@ -281,10 +284,10 @@ def test_nonfinite_streak_is_caught_between_sync_points(tmp_path):
   config.log.every_steps = 10
   config.log.sample_every_steps = 10
   config.eval.every_steps = 10
-  with pytest.raises(common.NonFiniteError,
+  with pytest.raises(train_state_lib.NonFiniteError,
                      match=r"3 consecutive steps .* \(step 5\)"):
-    common.run_stage(config, workdir, toy_stage(nan_from_step=2))
-  assert common.StageCheckpointer(workdir, "toy").latest_step() is None
+    loop_lib.run_stage(config, workdir, toy_stage(nan_from_step=2))
+  assert checkpoints_lib.StageCheckpointer(workdir, "toy").latest_step() is None
 
 
 def test_host_reads_flags_every_sync_interval(tmp_path, monkeypatch):
@@ -306,17 +309,17 @@ def test_host_reads_flags_every_sync_interval(tmp_path, monkeypatch):
   for section in (config.checkpoint, config.log, config.eval):
     section.every_steps = 10
   config.log.sample_every_steps = 10
-  common.run_stage(config, str(tmp_path / "finite"), toy_stage())
+  loop_lib.run_stage(config, str(tmp_path / "finite"), toy_stage())
   assert reads == [[1, 2, 3], [4, 5, 6, 7], [8, 9, 10], [11, 12]]
 
   reads.clear()
   workdir = str(tmp_path / "nan")
   config.max_consecutive_nonfinite = 3
-  with pytest.raises(common.NonFiniteError,
+  with pytest.raises(train_state_lib.NonFiniteError,
                      match=r"3 consecutive steps .* \(step 5\)"):
-    common.run_stage(config, workdir, toy_stage(nan_from_step=2))
+    loop_lib.run_stage(config, workdir, toy_stage(nan_from_step=2))
   assert reads == [[1, 2, 3], [4, 5, 6, 7]]  # raised at the second read
-  assert common.StageCheckpointer(workdir, "toy").latest_step() is None
+  assert checkpoints_lib.StageCheckpointer(workdir, "toy").latest_step() is None
 
 
 def test_sigterm_saves_checkpoint_and_returns(tmp_path):
@@ -339,10 +342,10 @@ def test_sigterm_saves_checkpoint_and_returns(tmp_path):
   previous = signal.getsignal(signal.SIGTERM)
   thread = threading.Thread(target=send_sigterm)
   thread.start()
-  common.run_stage(config, workdir, toy_stage())
+  loop_lib.run_stage(config, workdir, toy_stage())
   thread.join()
   assert not missed, missed
-  step, stage, networks = common.checkpoint_networks(workdir)
+  step, stage, networks = checkpoints_lib.checkpoint_networks(workdir)
   assert 0 <= step < 100_000 and stage == "toy" and networks == ["toy"]
   assert signal.getsignal(signal.SIGTERM) is previous  # handler restored
   assert not os.path.exists(os.path.join(workdir, "metrics_summary.json"))
@@ -354,7 +357,9 @@ _SHARDED_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import jax, jax.numpy as jnp, numpy as np, optax
     from ihc_jax import input_pipeline
-    from ihc_jax.trainers import common, hist
+    from ihc_jax.trainers import hist
+    from ihc_jax.trainers import mesh as mesh_lib
+    from ihc_jax.trainers import train_state as train_state_lib
     import test_trainers_common as t
     assert jax.device_count() == 8, jax.devices()
     def check(stage):
@@ -362,10 +367,10 @@ _SHARDED_SCRIPT = textwrap.dedent("""
       batch = {{"image": rng.rand(8, 32, 32, 3).astype(np.float32)}}
       results = []
       for n in (1, 2, 8):
-        mesh = common.make_mesh(jax.devices()[:n])
-        state = common.init_state(
+        mesh = mesh_lib.make_mesh(jax.devices()[:n])
+        state = train_state_lib.init_state(
             stage.init_variables(jax.random.PRNGKey(0)), stage.optimizers)
-        state = common.replicate(state, mesh)
+        state = mesh_lib.replicate(state, mesh)
         sharded = input_pipeline.shard_batch(batch, mesh)
         state, metrics = jax.jit(stage.train_step)(state, sharded, {{}},
                                                    jax.random.PRNGKey(1))
@@ -404,14 +409,14 @@ def test_step_on_2_and_8_fake_devices_equals_one_device():
 
 def test_cpu_update_is_one_conditional_unless_told_otherwise():
   tx = {"net": optax.adam(0.1)}
-  state = common.init_state({"net": {"params": {"w": jnp.ones(2),
+  state = train_state_lib.init_state({"net": {"params": {"w": jnp.ones(2),
                                                 "v": jnp.ones(3)}}}, tx)
   grads = {"net": {"w": jnp.ones(2), "v": jnp.ones(3)}}
 
   def compiled_text():
     # A fresh function each time: jit caches traces by function object.
     def update(s, g):
-      return common.guarded_update(s, tx, g, {}, [jnp.float32(1.0)])
+      return train_state_lib.guarded_update(s, tx, g, {}, [jnp.float32(1.0)])
     return jax.jit(update).lower(state, grads).compile().as_text()
 
   default = compiled_text()

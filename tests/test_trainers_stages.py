@@ -16,7 +16,9 @@ import pytest
 
 from ihc_jax import input_pipeline
 from ihc_jax.trainers import chain
-from ihc_jax.trainers import common
+from ihc_jax.trainers import checkpoints as checkpoints_lib
+from ihc_jax.trainers import mesh as mesh_lib
+from ihc_jax.trainers import train_state as train_state_lib
 from ihc_jax.trainers import hist
 from conftest import load_test_config
 
@@ -42,7 +44,7 @@ def stage_config(stage, workdir):
 def test_stage_ran_end_to_end(chain_run, stage):
   workdir, results = chain_run
   stage_dir = os.path.join(workdir, stage)
-  step, saved_stage, networks = common.checkpoint_networks(stage_dir)
+  step, saved_stage, networks = checkpoints_lib.checkpoint_networks(stage_dir)
   assert (step, saved_stage, networks) == (2, stage, TRAINED[stage])
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(stage_dir))
   with open(os.path.join(stage_dir, "metrics_summary.json")) as f:
@@ -51,7 +53,7 @@ def test_stage_ran_end_to_end(chain_run, stage):
   if stage != "hist":
     grid = os.path.join(stage_dir, "samples", "step_0000002.png")
     assert os.path.getsize(grid) > 0
-  saved = common.load_stage_config(stage_dir)
+  saved = checkpoints_lib.load_stage_config(stage_dir)
   assert saved.trainer == stage and saved.data.image_size == 32
   # The held-out curve: one line for the final evaluation, the summary's.
   with open(os.path.join(stage_dir, "eval_history.jsonl")) as f:
@@ -76,20 +78,20 @@ def test_chain_summary_and_metrics(chain_run):
 
 def test_chaining_restores_the_right_networks(chain_run):
   workdir, _ = chain_run
-  color_config = common.load_stage_config(os.path.join(workdir, "color"))
+  color_config = checkpoints_lib.load_stage_config(os.path.join(workdir, "color"))
   assert color_config.frozen.ihn == os.path.join(workdir, "ihn")
   assert color_config.frozen.histogram == os.path.join(workdir, "hist")
-  fusion_config = common.load_stage_config(os.path.join(workdir, "fusion"))
+  fusion_config = checkpoints_lib.load_stage_config(os.path.join(workdir, "fusion"))
   assert fusion_config.frozen.generator == os.path.join(workdir, "color")
-  loaded = common.load_frozen_networks(fusion_config.frozen,
+  loaded = checkpoints_lib.load_frozen_networks(fusion_config.frozen,
                                        ["ihn", "generator"])
   # Architecture of a frozen net comes from the config it was trained with.
-  ihn_config = common.load_stage_config(os.path.join(workdir, "ihn"))
+  ihn_config = checkpoints_lib.load_stage_config(os.path.join(workdir, "ihn"))
   assert loaded["ihn"][0].to_dict() == ihn_config.model.ihn.to_dict()
-  assert_trees_equal(loaded["ihn"][1], common.restore_network_variables(
+  assert_trees_equal(loaded["ihn"][1], checkpoints_lib.restore_network_variables(
       os.path.join(workdir, "ihn"), "ihn"))
   with pytest.raises(KeyError, match=r"stage 'hist'.*has no network 'ihn'"):
-    common.restore_network_variables(os.path.join(workdir, "hist"), "ihn")
+    checkpoints_lib.restore_network_variables(os.path.join(workdir, "hist"), "ihn")
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -103,17 +105,17 @@ def test_one_step_is_finite_trains_and_keeps_frozen(chain_run, stage):
   assert sorted(k for k in trainer.frozen if k != "vgg19") == FROZEN[stage]
   for name in FROZEN[stage]:
     source = os.path.join(workdir, chain.TRAINED_BY[name])
-    expected = common.restore_network_variables(source, name)
+    expected = checkpoints_lib.restore_network_variables(source, name)
     assert_trees_equal(trainer.frozen[name], expected)
-  mesh = common.make_mesh()
-  state = common.replicate(common.init_state(
+  mesh = mesh_lib.make_mesh()
+  state = mesh_lib.replicate(train_state_lib.init_state(
       trainer.init_variables(jax.random.PRNGKey(0)), trainer.optimizers), mesh)
   assert sorted(state.variables) == TRAINED[stage]
   before = jax.device_get(state.variables)
   frozen_before = jax.device_get(trainer.frozen)
   train_ds, _ = input_pipeline.create_datasets(config.data, seed=0)
   batch = input_pipeline.shard_batch(next(train_ds.as_numpy_iterator()), mesh)
-  frozen = common.replicate(trainer.frozen, mesh)
+  frozen = mesh_lib.replicate(trainer.frozen, mesh)
   step = jax.jit(trainer.train_step, donate_argnums=(0,))
   state, metrics = step(state, batch, frozen, jax.random.PRNGKey(1))
   metrics = jax.device_get(metrics)
@@ -187,7 +189,7 @@ def test_hist_stage_overfits_a_fixed_batch(chain_run):
   config = stage_config("hist", workdir)
   config.optim.histogram.learning_rate = 3e-3
   trainer = hist.make_stage(config)
-  state = common.init_state(trainer.init_variables(jax.random.PRNGKey(0)),
+  state = train_state_lib.init_state(trainer.init_variables(jax.random.PRNGKey(0)),
                             trainer.optimizers)
   train_ds, _ = input_pipeline.create_datasets(config.data, seed=0)
   batch = jax.device_put(next(train_ds.as_numpy_iterator()))
@@ -210,8 +212,8 @@ def test_same_config_and_seed_give_identical_runs(chain_run, tmp_path):
   metrics = hist.train_and_evaluate(stage_config("hist", workdir), again)
   assert metrics == results["hist"]
   assert_trees_equal(
-      common.restore_network_variables(again, "histogram"),
-      common.restore_network_variables(os.path.join(workdir, "hist"),
+      checkpoints_lib.restore_network_variables(again, "histogram"),
+      checkpoints_lib.restore_network_variables(os.path.join(workdir, "hist"),
                                        "histogram"))
 
 

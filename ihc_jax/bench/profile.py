@@ -27,15 +27,15 @@ import gzip
 import json
 import pathlib
 import re
-import statistics
 import tempfile
-import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ihc_jax.bench import timing
 
 NETS = ("ihn", "generator", "encoder", "fusion")
 
@@ -45,7 +45,7 @@ def network_call(name: str, model_config: Any, size: int, seed: int = 0
   """(fn(variables, *inputs), (variables, *inputs)) for a network's forward
   in eval mode, with random weights and random inputs in [0, 1)."""
   from ihc_jax import models  # pylint: disable=g-import-not-at-top
-  from ihc_jax import pipeline_files  # pylint: disable=g-import-not-at-top
+  from ihc_jax.inference import files as pipeline_files  # pylint: disable=g-import-not-at-top
   if name not in NETS:
     raise ValueError(f"network must be one of {NETS}, got {name!r}")
   variables = pipeline_files.init_random_variables(model_config, seed=seed,
@@ -106,7 +106,7 @@ def op_times_from_events(events: Sequence[dict[str, Any]], calls: int,
 
   An op ends at its `end: <op>` event where the trace has one: XLA:CPU runs
   some ops asynchronously (its Eigen convolutions, e.g.
-  `conv_grad.kernel_gradient_rows`' 1-D convolutions), whose own event only
+  `kernels.cpu.conv_grads.kernel_gradient_rows`' 1-D convolutions), whose own event only
   spans their dispatch. The trace misses some `end:` events (one or two in
   three calls of a lone convolution), and such a call counts its dispatch
   only: asynchronous ops can still come out low. Ops that overlap each
@@ -197,13 +197,7 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
 
 
 def _median_s(fn: Callable[[], Any], repeats: int) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  return timing.time_calls(fn, repeats).median
 
 
 def main(argv: Sequence[str]) -> None:

@@ -48,7 +48,9 @@ from ihc_jax.bench import flops as flops_lib
 from ihc_jax.bench import profile as profile_lib
 from ihc_jax.tools import convert_weights
 from ihc_jax.trainers import chain
-from ihc_jax.trainers import common
+from ihc_jax.trainers import checkpoints as checkpoints_lib
+from ihc_jax.trainers import mesh as mesh_lib
+from ihc_jax.trainers import train_state as train_state_lib
 from ihc_jax.trainers import defaults
 
 STAGES = ("ihn", "hist", "color", "fusion")
@@ -116,9 +118,9 @@ def write_random_frozen(config: ml_collections.ConfigDict, root: str,
         "halftone": config.halftone.to_dict(),
         "noise_variant": config.get("noise_variant"),
         "model": {name: section.to_dict()}})
-    common.save_stage_config(stage_config_, workdir)
-    checkpointer = common.StageCheckpointer(workdir, chain.TRAINED_BY[name])
-    checkpointer.save(common.TrainState(
+    checkpoints_lib.save_stage_config(stage_config_, workdir)
+    checkpointer = checkpoints_lib.StageCheckpointer(workdir, chain.TRAINED_BY[name])
+    checkpointer.save(train_state_lib.TrainState(
         step=jnp.zeros((), jnp.int32), variables={name: dict(variables)},
         opt_states={}, nonfinite_streak=jnp.zeros((), jnp.int32)))
     checkpointer.close()
@@ -129,7 +131,7 @@ def random_frozen_stage(stage: str, size: str = "demo",
                         batch: int | None = None,
                         image_size: int | None = None,
                         dtype: str = "float32") -> tuple[Any, Any]:
-  """(config, common.Stage) of `stage` with random frozen networks.
+  """(config, `trainers.loop.Stage`) of `stage` with random frozen networks.
 
   Every network, the frozen ones included, computes in `dtype`. The frozen
   networks' checkpoints live in a temporary folder only while the stage is
@@ -195,10 +197,10 @@ def bench_stage(stage: str, size: str = "demo", batch: int | None = None,
     shape, layer path)).
   """
   config, trainer = random_frozen_stage(stage, size, batch, dtype=dtype)
-  mesh = common.make_mesh()
-  state = common.replicate(common.init_state(
+  mesh = mesh_lib.make_mesh()
+  state = mesh_lib.replicate(train_state_lib.init_state(
       trainer.init_variables(jax.random.PRNGKey(0)), trainer.optimizers), mesh)
-  frozen = common.replicate(trainer.frozen, mesh)
+  frozen = mesh_lib.replicate(trainer.frozen, mesh)
   b, s = config.data.batch_size, config.data.image_size
   rng = np.random.default_rng(0)
   batch_np = {k: rng.random((b, s, s, 3), np.float32)

@@ -5,7 +5,7 @@
   `load_inception`.
 * `ihc_jax.eval.fid`: `feature_statistics`, `frechet_distance`,
   `kernel_inception_distance`.
-* `ihc_jax.eval.scoring`: running sums of `ihc_jax.evaluate`, its result rows.
+* `ihc_jax.eval.scoring`: running sums of `ihc_jax.eval.run`, its result rows.
 * `ihc_jax.eval.report`: eval_results.json and the Markdown table.
 * `ihc_jax.eval.weights_io`: `MissingWeightsError` (weight files are read and
   checked by `ihc_jax.weights`).

@@ -3,7 +3,7 @@
 `Scorer` collects, batch by batch, PSNR/SSIM of the recovery scheme, LPIPS
 pairs of the random scheme (Diversity) and Inception features of every
 generated image; `results` turns them into the dict of eval_results.json
-(FID/KID from the features). Used by `ihc_jax.evaluate`, which decides what
+(FID/KID from the features). Used by `ihc_jax.eval.run`, which decides what
 is generated.
 """
 

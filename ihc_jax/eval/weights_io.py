@@ -9,7 +9,7 @@ Files are written once by `ihc_jax.tools.convert_eval_weights` and never
 pickled. Every load is checked against the shapes of
 `jax.eval_shape(model.init, ...)` so a wrong or stale file fails loudly instead
 of producing a silently wrong metric; a file that does not exist raises
-`MissingWeightsError`, which `ihc_jax.evaluate` reports as a missing metric.
+`MissingWeightsError`, which `ihc_jax.eval.run` reports as a missing metric.
 """
 
 from __future__ import annotations

@@ -80,10 +80,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                       help="Seed of the screen and the codes.")
   args = parser.parse_args(argv)
   from ihc_jax import inference  # pylint: disable=g-import-not-at-top
-  from ihc_jax.trainers import common  # pylint: disable=g-import-not-at-top
+  from ihc_jax.trainers import checkpoints  # pylint: disable=g-import-not-at-top
   from ihc_jax.trainers import grids  # pylint: disable=g-import-not-at-top
   pipeline = inference.Pipeline.from_workdir(args.workdir)
-  halftone_config = common.load_stage_config(
+  halftone_config = checkpoints.load_stage_config(
       os.path.join(args.workdir, "color")).halftone
   named = heldout_photos(args.source, args.size)
   photos = np.stack([p for _, p in named])

@@ -113,16 +113,18 @@ def run_variants(config: ml_collections.ConfigDict,
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from ihc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   from ihc_jax.trainers import color  # pylint: disable=g-import-not-at-top
-  from ihc_jax.trainers import common  # pylint: disable=g-import-not-at-top
+  from ihc_jax.trainers import loop  # pylint: disable=g-import-not-at-top
+  from ihc_jax.trainers import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from ihc_jax.trainers import train_state  # pylint: disable=g-import-not-at-top
   all_on = ml_collections.ConfigDict(config.to_dict())
   for name in all_on.loss.keys():
     all_on.loss[name] = 1.0  # every term computed; values come as data
   color.validate(all_on)
   stage = color.make_stage(all_on)
-  mesh = common.make_mesh()
-  frozen = common.replicate(stage.frozen, mesh)
+  mesh = mesh_lib.make_mesh()
+  frozen = mesh_lib.replicate(stage.frozen, mesh)
   train_step = jax.jit(stage.train_step, donate_argnums=(0,))
-  eval_step = common.compile_eval_step(stage.eval_step)
+  eval_step = loop.compile_eval_step(stage.eval_step)
   out = {}
   os.makedirs(results_dir, exist_ok=True)
   for variant, (weights, seeds) in plan.items():
@@ -140,7 +142,7 @@ def run_variants(config: ml_collections.ConfigDict,
       logging.warning("study: %s, seed %d", variant, seed)
       key = jax.random.PRNGKey(seed)
       init_key, train_key, eval_key = jax.random.split(key, 3)
-      state = common.replicate(common.init_state(
+      state = mesh_lib.replicate(train_state.init_state(
           stage.init_variables(init_key), stage.optimizers), mesh)
       train_ds, eval_ds = input_pipeline.create_datasets(config.data,
                                                          seed=seed)
@@ -156,7 +158,7 @@ def run_variants(config: ml_collections.ConfigDict,
                                *jax.device_get(pending))
           terms[step + 1] = means  # weighted terms: 0 where switched off
           pending = []
-      heldout = common.evaluate(stage, state, eval_ds, mesh,
+      heldout = loop.evaluate(stage, state, eval_ds, mesh,
                                 config.eval.num_batches, eval_key, eval_step)
       result = {"weights": weights, "heldout": heldout,
                 "terms": {str(k): v for k, v in terms.items()}}

@@ -19,7 +19,9 @@ from absl import logging
 import jax
 import ml_collections
 
-from ihc_jax.trainers import common
+from ihc_jax.trainers import checkpoints as checkpoints_lib
+from ihc_jax.trainers import config_schema as config_schema_lib
+from ihc_jax.trainers import loop as loop_lib
 
 # Which stage trains (and checkpoints) each network.
 TRAINED_BY = {"ihn": "ihn", "histogram": "hist", "encoder": "color",
@@ -38,7 +40,7 @@ def stage_configs(config: ml_collections.ConfigDict, workdir: str
     stage_config = ml_collections.ConfigDict(config.stages[name].to_dict())
     for network in stage_config.get("frozen", {}).keys():
       path = stage_config.frozen[network]
-      if not path or path.startswith(common.REQUIRED_PREFIX):
+      if not path or path.startswith(config_schema_lib.REQUIRED_PREFIX):
         stage_config.frozen[network] = os.path.join(workdir,
                                                     TRAINED_BY[network])
     out.append((name, stage_config, os.path.join(workdir, name)))
@@ -64,10 +66,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     importlib.import_module(f"ihc_jax.trainers.{name}").validate(stage_config)
   results = {}
   for name, stage_config, stage_dir in plan:
-    common.console(f"Chain: stage {name} in {stage_dir}")
+    loop_lib.console(f"Chain: stage {name} in {stage_dir}")
     trainer = importlib.import_module(f"ihc_jax.trainers.{name}")
     results[name] = trainer.train_and_evaluate(stage_config, stage_dir)
-    step = common.checkpoint_networks(stage_dir)[0]
+    step = checkpoints_lib.checkpoint_networks(stage_dir)[0]
     if step < stage_config.num_train_steps:
       # The stage stopped early (SIGTERM): later stages must not start.
       logging.warning("Chain: stage %s stopped at step %d of %d; not "
@@ -83,5 +85,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   with open(os.path.join(workdir, "metrics_summary.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   if jax.process_index() == 0:
-    common.console("\n".join(lines))
+    loop_lib.console("\n".join(lines))
   return results

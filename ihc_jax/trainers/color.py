@@ -47,7 +47,10 @@ from ihc_jax.data import color_jitter
 from ihc_jax.models import generator as generator_lib
 from ihc_jax.models import histogram as histogram_lib
 from ihc_jax.trainers import baselines
-from ihc_jax.trainers import common
+from ihc_jax.trainers import checkpoints as checkpoints_lib
+from ihc_jax.trainers import config_schema as config_schema_lib
+from ihc_jax.trainers import loop as loop_lib
+from ihc_jax.trainers import train_state as train_state_lib
 from ihc_jax.trainers import defaults
 from ihc_jax.trainers import inputs
 from ihc_jax.trainers import linen_utils
@@ -137,7 +140,7 @@ def _vgg_terms(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks `config` against `default_config()` (keys, types, choices, paths,
   loss terms)."""
-  common.validate_config(
+  config_schema_lib.validate_config(
       config, default_config(),
       choices=dict(defaults.CHOICES, generator_init=GENERATOR_INITS,
                    **{"mode_seeking.distance": ("pixel", "gram"),
@@ -439,12 +442,12 @@ def discriminator_loss(params: Any, variables: dict[str, Any],
 # Steps.
 
 
-def train_step(state: common.TrainState, batch: dict[str, jax.Array],
+def train_step(state: train_state_lib.TrainState, batch: dict[str, jax.Array],
                frozen: dict[str, Any], rng: jax.Array,
                loss_weights: dict[str, Any] | None = None, *, nets: Networks,
                config: ml_collections.ConfigDict,
                optimizers: dict[str, Any]
-               ) -> tuple[common.TrainState, dict[str, jax.Array]]:
+               ) -> tuple[train_state_lib.TrainState, dict[str, jax.Array]]:
   """One update of E+G and D; returns every weighted term as a metric.
 
   `loss_weights` (optional, may be traced) overrides the values of
@@ -478,19 +481,19 @@ def train_step(state: common.TrainState, batch: dict[str, jax.Array],
     batch_stats["discriminator"] = d_stats
     out["discriminator_loss"] = d_loss
     checked.append(d_loss)
-  state, guard = common.guarded_update(state, optimizers, grads, batch_stats,
+  state, guard = train_state_lib.guarded_update(state, optimizers, grads, batch_stats,
                                        checked)
   return state, dict(out, **guard)
 
 
-def colorize(state: common.TrainState, nets: Networks, gray: jax.Array,
+def colorize(state: train_state_lib.TrainState, nets: Networks, gray: jax.Array,
              edge: jax.Array, z: jax.Array) -> jax.Array:
   """G in inference mode: [B,S,S,1] gray, edge and [B,nz] code -> RGB."""
   return linen_utils.apply_eval(nets.generator, state.variables["generator"],
                              gray, edge, z, train=False)
 
 
-def _schemes(state: common.TrainState, batch: dict[str, jax.Array],
+def _schemes(state: train_state_lib.TrainState, batch: dict[str, jax.Array],
              frozen: dict[str, Any], rng: jax.Array, *, nets: Networks,
              config: ml_collections.ConfigDict
              ) -> tuple[dict[str, jax.Array], list[jax.Array]]:
@@ -516,7 +519,7 @@ WASH_CODES = 16
 WASH_AREA = 0.3
 
 
-def _washed_fraction(state: common.TrainState, nets: Networks,
+def _washed_fraction(state: train_state_lib.TrainState, nets: Networks,
                      data: dict[str, jax.Array], rng: jax.Array) -> jax.Array:
   """[B] fraction of WASH_CODES random codes that wash each photo."""
   b, nz = data["image"].shape[0], nets.generator.nz
@@ -528,7 +531,7 @@ def _washed_fraction(state: common.TrainState, nets: Networks,
       jnp.float32), axis=0)
 
 
-def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
+def eval_step(state: train_state_lib.TrainState, batch: dict[str, jax.Array],
               frozen: dict[str, Any], rng: jax.Array, *, nets: Networks,
               config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
   """Per-example held-out metrics of the three schemes and the baselines.
@@ -584,7 +587,7 @@ def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
   }
 
 
-def sample_step(state: common.TrainState, batch: dict[str, jax.Array],
+def sample_step(state: train_state_lib.TrainState, batch: dict[str, jax.Array],
                 frozen: dict[str, Any], rng: jax.Array, *, nets: Networks,
                 config: ml_collections.ConfigDict) -> list[jax.Array]:
   """The columns of the sample grid (`SAMPLE_TITLES`)."""
@@ -602,20 +605,20 @@ SAMPLE_TITLES = ("halftone", "ihn gray", "recovery", "reference",
 # Stage.
 
 
-def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
+def make_stage(config: ml_collections.ConfigDict) -> loop_lib.Stage:
   """Networks, optimizers and jit-able steps of the colour stage."""
   defaults.check_frozen_settings(config, "ihn")
   defaults.check_frozen_image_size(config, "histogram")
-  loaded = common.load_frozen_networks(config.frozen, FROZEN)
+  loaded = checkpoints_lib.load_frozen_networks(config.frozen, FROZEN)
   nets = build_networks(config, {name: section
                                  for name, (section, _) in loaded.items()})
   frozen = {name: variables for name, (_, variables) in loaded.items()}
   frozen.update(defaults.frozen_vgg(config, _vgg_terms(config)))
-  optimizers = {name: common.make_optimizer(config.optim[name],
+  optimizers = {name: train_state_lib.make_optimizer(config.optim[name],
                                             config.num_train_steps)
                 for name in TRAINED}
   bound = dict(nets=nets, config=config)
-  return common.Stage(
+  return loop_lib.Stage(
       name="color",
       init_variables=functools.partial(
           init_variables, nets=nets, size=config.data.image_size,
@@ -636,5 +639,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     Final held-out metrics (see `eval_step`).
   """
   validate(config)
-  return common.run_stage(config, workdir, make_stage(config),
+  return loop_lib.run_stage(config, workdir, make_stage(config),
                           init_from=dict(config.init_from))

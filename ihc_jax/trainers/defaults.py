@@ -198,9 +198,9 @@ def check_frozen_settings(config: ml_collections.ConfigDict,
     ValueError: naming the setting, this stage's value and the frozen
       stage's value.
   """
-  from ihc_jax.trainers import common  # pylint: disable=g-import-not-at-top
+  from ihc_jax.trainers import checkpoints  # pylint: disable=g-import-not-at-top
   path = config.frozen[network]
-  trained = common.load_stage_config(path)
+  trained = checkpoints.load_stage_config(path)
   mismatches = []
   if trained.get("noise_variant") != config.noise_variant:
     mismatches.append(f"noise_variant: this stage {config.noise_variant!r}, "
@@ -228,8 +228,8 @@ def check_frozen_image_size(config: ml_collections.ConfigDict,
   Raises:
     ValueError: naming the network, its training size and this stage's.
   """
-  from ihc_jax.trainers import common  # pylint: disable=g-import-not-at-top
-  trained = common.load_stage_config(config.frozen[network])
+  from ihc_jax.trainers import checkpoints  # pylint: disable=g-import-not-at-top
+  trained = checkpoints.load_stage_config(config.frozen[network])
   if trained.data.image_size != config.data.image_size:
     raise ValueError(
         f"frozen {network} from {config.frozen[network]!r} was trained at "

@@ -44,7 +44,10 @@ from ihc_jax import metrics
 from ihc_jax import models
 from ihc_jax.models import fusion as fusion_lib
 from ihc_jax.trainers import baselines
-from ihc_jax.trainers import common
+from ihc_jax.trainers import checkpoints as checkpoints_lib
+from ihc_jax.trainers import config_schema as config_schema_lib
+from ihc_jax.trainers import loop as loop_lib
+from ihc_jax.trainers import train_state as train_state_lib
 from ihc_jax.trainers import defaults
 from ihc_jax.trainers import inputs
 from ihc_jax.trainers import linen_utils
@@ -105,7 +108,7 @@ def default_config() -> ml_collections.ConfigDict:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks `config` against `default_config()` (keys, types, choices, paths,
   loss terms)."""
-  common.validate_config(config, default_config(),
+  config_schema_lib.validate_config(config, default_config(),
                          choices=dict(defaults.CHOICES,
                                       fusion_init=FUSION_INITS,
                                       pseudo_target=PSEUDO_TARGETS),
@@ -284,11 +287,11 @@ def discriminator_loss(params: Any, variables: dict[str, Any],
 # Steps.
 
 
-def train_step(state: common.TrainState, batch: dict[str, jax.Array],
+def train_step(state: train_state_lib.TrainState, batch: dict[str, jax.Array],
                frozen: dict[str, Any], rng: jax.Array, *, nets: Networks,
                config: ml_collections.ConfigDict,
                optimizers: dict[str, Any]
-               ) -> tuple[common.TrainState, dict[str, jax.Array]]:
+               ) -> tuple[train_state_lib.TrainState, dict[str, jax.Array]]:
   """One update of F (and D); returns every weighted term as a metric."""
   data = prepare(batch, frozen, rng, nets=nets, config=config)
   (total, (weighted, fused)), grads = jax.value_and_grad(
@@ -308,19 +311,19 @@ def train_step(state: common.TrainState, batch: dict[str, jax.Array],
     batch_stats["discriminator"] = d_stats
     out["discriminator_loss"] = d_loss
     checked.append(d_loss)
-  state, guard = common.guarded_update(state, optimizers, grads, batch_stats,
+  state, guard = train_state_lib.guarded_update(state, optimizers, grads, batch_stats,
                                        checked)
   return state, dict(out, **guard)
 
 
-def fuse(state: common.TrainState, nets: Networks,
+def fuse(state: train_state_lib.TrainState, nets: Networks,
          data: dict[str, jax.Array]) -> jax.Array:
   """F in inference mode on the prepared paths."""
   return linen_utils.apply_eval(nets.fusion, state.variables["fusion"],
                              data["forward"], data["inverse"])
 
 
-def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
+def eval_step(state: train_state_lib.TrainState, batch: dict[str, jax.Array],
               frozen: dict[str, Any], rng: jax.Array, *, nets: Networks,
               config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
   """Per-example held-out metrics: F against its two inputs and baselines.
@@ -361,7 +364,7 @@ def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
   return out
 
 
-def sample_step(state: common.TrainState, batch: dict[str, jax.Array],
+def sample_step(state: train_state_lib.TrainState, batch: dict[str, jax.Array],
                 frozen: dict[str, Any], rng: jax.Array, *, nets: Networks,
                 config: ml_collections.ConfigDict) -> list[jax.Array]:
   """The columns of the sample grid (`SAMPLE_TITLES`)."""
@@ -382,20 +385,20 @@ SAMPLE_TITLES = ("halftone", "ihn gray", "IHN->C", "C->IHN", "fused",
 # Stage.
 
 
-def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
+def make_stage(config: ml_collections.ConfigDict) -> loop_lib.Stage:
   """Networks, optimizers and jit-able steps of the fusion stage."""
   defaults.check_frozen_settings(config, "ihn")
-  loaded = common.load_frozen_networks(config.frozen, FROZEN)
+  loaded = checkpoints_lib.load_frozen_networks(config.frozen, FROZEN)
   nets = build_networks(config, {name: section
                                  for name, (section, _) in loaded.items()})
   frozen = {name: variables for name, (_, variables) in loaded.items()}
   frozen.update(defaults.frozen_vgg(config, VGG_TERMS))
   trained = trained_networks(config)
-  optimizers = {name: common.make_optimizer(config.optim[name],
+  optimizers = {name: train_state_lib.make_optimizer(config.optim[name],
                                             config.num_train_steps)
                 for name in trained}
   bound = dict(nets=nets, config=config)
-  return common.Stage(
+  return loop_lib.Stage(
       name="fusion",
       init_variables=functools.partial(
           init_variables, nets=nets, size=config.data.image_size,
@@ -416,5 +419,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     Final held-out metrics (see `eval_step`).
   """
   validate(config)
-  return common.run_stage(config, workdir, make_stage(config),
+  return loop_lib.run_stage(config, workdir, make_stage(config),
                           init_from=dict(config.init_from))

@@ -21,7 +21,9 @@ import ml_collections
 from ihc_jax import losses
 from ihc_jax import models
 from ihc_jax.models import histogram
-from ihc_jax.trainers import common
+from ihc_jax.trainers import config_schema as config_schema_lib
+from ihc_jax.trainers import loop as loop_lib
+from ihc_jax.trainers import train_state as train_state_lib
 from ihc_jax.trainers import defaults
 from ihc_jax.trainers import linen_utils
 
@@ -46,7 +48,7 @@ def default_config() -> ml_collections.ConfigDict:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks `config` against `default_config()` (keys, types, choices, loss
   terms)."""
-  common.validate_config(config, default_config(), choices=defaults.CHOICES,
+  config_schema_lib.validate_config(config, default_config(), choices=defaults.CHOICES,
                          required=defaults.required_keys(config, ()))
   losses.check_loss_weights(config.loss, TERMS, stage="hist")
 
@@ -63,10 +65,10 @@ def predict(net: nn.Module, params: Any, images: jax.Array) -> jax.Array:
   return histogram.channel_histograms(net.apply, {"params": params}, images)
 
 
-def train_step(state: common.TrainState, batch: dict[str, jax.Array],
+def train_step(state: train_state_lib.TrainState, batch: dict[str, jax.Array],
                frozen: dict[str, Any], rng: jax.Array, *, net: nn.Module,
                config: ml_collections.ConfigDict, optimizers: dict[str, Any]
-               ) -> tuple[common.TrainState, dict[str, jax.Array]]:
+               ) -> tuple[train_state_lib.TrainState, dict[str, jax.Array]]:
   """One H update towards the true per-channel histograms of the batch."""
   del frozen, rng
   images = batch["image"]
@@ -79,12 +81,12 @@ def train_step(state: common.TrainState, batch: dict[str, jax.Array],
 
   (total, weighted), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.variables["histogram"]["params"])
-  state, guard = common.guarded_update(state, optimizers,
+  state, guard = train_state_lib.guarded_update(state, optimizers,
                                        {"histogram": grads}, {}, [total])
   return state, dict(weighted, loss=total, **guard)
 
 
-def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
+def eval_step(state: train_state_lib.TrainState, batch: dict[str, jax.Array],
               frozen: dict[str, Any], rng: jax.Array, *, net: nn.Module
               ) -> dict[str, jax.Array]:
   """Per-example [B] histogram BCE and total-variation distance (in [0, 1])."""
@@ -98,12 +100,12 @@ def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
                                          axis=1)}
 
 
-def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
+def make_stage(config: ml_collections.ConfigDict) -> loop_lib.Stage:
   """Network, optimizer and jit-able steps of the H stage."""
   net = linen_utils.build("histogram", config.model)
-  optimizers = {"histogram": common.make_optimizer(config.optim.histogram,
+  optimizers = {"histogram": train_state_lib.make_optimizer(config.optim.histogram,
                                                    config.num_train_steps)}
-  return common.Stage(
+  return loop_lib.Stage(
       name="hist",
       init_variables=functools.partial(init_variables, net=net,
                                        size=config.data.image_size),
@@ -122,5 +124,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     Final held-out metrics (histogram BCE and total-variation distance).
   """
   validate(config)
-  return common.run_stage(config, workdir, make_stage(config),
+  return loop_lib.run_stage(config, workdir, make_stage(config),
                           init_from=dict(config.init_from))

@@ -27,7 +27,9 @@ from ihc_jax import losses
 from ihc_jax import metrics
 from ihc_jax import models
 from ihc_jax.trainers import baselines
-from ihc_jax.trainers import common
+from ihc_jax.trainers import config_schema as config_schema_lib
+from ihc_jax.trainers import loop as loop_lib
+from ihc_jax.trainers import train_state as train_state_lib
 from ihc_jax.trainers import defaults
 from ihc_jax.trainers import inputs
 from ihc_jax.trainers import linen_utils
@@ -67,7 +69,7 @@ def default_config() -> ml_collections.ConfigDict:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks `config` against `default_config()` (keys, types, choices, paths,
   loss terms)."""
-  common.validate_config(config, default_config(), choices=defaults.CHOICES,
+  config_schema_lib.validate_config(config, default_config(), choices=defaults.CHOICES,
                          required=defaults.required_keys(config, VGG_TERMS))
   losses.check_loss_weights(config.loss, TERMS, stage="ihn")
 
@@ -104,10 +106,10 @@ def ihn_losses(params: Any, variables: dict[str, Any], halftone: jax.Array,
   return total, (weighted, batch_stats)
 
 
-def train_step(state: common.TrainState, batch: dict[str, jax.Array],
+def train_step(state: train_state_lib.TrainState, batch: dict[str, jax.Array],
                frozen: dict[str, Any], rng: jax.Array, *, ihn: nn.Module,
                config: ml_collections.ConfigDict, optimizers: dict[str, Any]
-               ) -> tuple[common.TrainState, dict[str, jax.Array]]:
+               ) -> tuple[train_state_lib.TrainState, dict[str, jax.Array]]:
   """One IHN update on a fresh halftone of every image of `batch`."""
   data_key, dropout_key = jax.random.split(rng)
   ht, gray, noise = inputs.halftone_inputs(data_key, batch["image"], config,
@@ -117,12 +119,12 @@ def train_step(state: common.TrainState, batch: dict[str, jax.Array],
       ihn_losses, has_aux=True)(variables["params"], variables, ht, noise,
                                 gray, frozen, dropout_key, ihn=ihn,
                                 config=config)
-  state, guard = common.guarded_update(
+  state, guard = train_state_lib.guarded_update(
       state, optimizers, {"ihn": grads}, {"ihn": batch_stats}, [total])
   return state, dict(weighted, loss=total, **guard)
 
 
-def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
+def eval_step(state: train_state_lib.TrainState, batch: dict[str, jax.Array],
               frozen: dict[str, Any], rng: jax.Array, *, ihn: nn.Module,
               config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
   """Per-example [B] PSNR/SSIM of the IHN and of the blur baseline."""
@@ -139,7 +141,7 @@ def eval_step(state: common.TrainState, batch: dict[str, jax.Array],
           "blur_baseline_ssim": metrics.ssim(baseline, gray, **per_example)}
 
 
-def sample_step(state: common.TrainState, batch: dict[str, jax.Array],
+def sample_step(state: train_state_lib.TrainState, batch: dict[str, jax.Array],
                 frozen: dict[str, Any], rng: jax.Array, *, ihn: nn.Module,
                 config: ml_collections.ConfigDict) -> list[jax.Array]:
   """Grid columns: halftone, content map, IHN output, ground truth."""
@@ -151,14 +153,14 @@ def sample_step(state: common.TrainState, batch: dict[str, jax.Array],
   return [ht, content, output, gray]
 
 
-def make_stage(config: ml_collections.ConfigDict) -> common.Stage:
+def make_stage(config: ml_collections.ConfigDict) -> loop_lib.Stage:
   """Network, optimizer and jit-able steps of the IHN stage."""
   ihn = linen_utils.build("ihn", config.model)
   frozen = defaults.frozen_vgg(config, VGG_TERMS)
-  optimizers = {"ihn": common.make_optimizer(config.optim.ihn,
+  optimizers = {"ihn": train_state_lib.make_optimizer(config.optim.ihn,
                                              config.num_train_steps)}
   bound = dict(ihn=ihn, config=config)
-  return common.Stage(
+  return loop_lib.Stage(
       name="ihn",
       init_variables=functools.partial(init_variables, ihn=ihn,
                                        size=config.data.image_size),
@@ -178,5 +180,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     Final held-out metrics: IHN and Gaussian-blur-baseline PSNR/SSIM.
   """
   validate(config)
-  return common.run_stage(config, workdir, make_stage(config),
+  return loop_lib.run_stage(config, workdir, make_stage(config),
                           init_from=dict(config.init_from))

@@ -29,7 +29,7 @@ of gray g has mean 1 - curve(1 - g).
 
 Code: this module is the public entry (the methods' names, the
 `data.halftone` config and `synthesize*`, which draw a screen per image);
-the methods live in `ihc_jax.halftoning`: `am`, `dither` (ordered dither,
+the methods live in `ihc_jax.halftone`: `am`, `dither` (ordered dither,
 error diffusion), `degrade` and `estimate` (`estimate_screen`).
 """
 
@@ -41,11 +41,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ihc_jax.halftoning import am
-from ihc_jax.halftoning import arrays
-from ihc_jax.halftoning import degrade as degrade_lib
-from ihc_jax.halftoning import dither
-from ihc_jax.halftoning import estimate
+from ihc_jax.halftone import am
+from ihc_jax.halftone import arrays
+from ihc_jax.halftone import degrade as degrade_lib
+from ihc_jax.halftone import dither
+from ihc_jax.halftone import estimate
 
 Array = jax.Array
 ArrayLike = Any

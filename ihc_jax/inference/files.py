@@ -159,11 +159,11 @@ def read_official(folder: str, model_config: Any | None,
 def _candidate_dirs(workdir: str, name: str) -> list[str]:
   """Where network `name` may be: its stage's folder, the workdir itself,
   and the stage workdirs their configs list under `frozen`."""
-  from ihc_jax.trainers import common  # pylint: disable=g-import-not-at-top
+  from ihc_jax.trainers import checkpoints  # pylint: disable=g-import-not-at-top
   dirs = [os.path.join(workdir, STAGE_OF[name]), workdir]
   for d in list(dirs):
     try:
-      frozen = common.load_stage_config(d).get("frozen") or {}
+      frozen = checkpoints.load_stage_config(d).get("frozen") or {}
     except (FileNotFoundError, ValueError):
       continue
     if frozen.get(name):
@@ -174,7 +174,7 @@ def _candidate_dirs(workdir: str, name: str) -> list[str]:
 def _find_networks(workdir: str, step: int | None
                    ) -> dict[str, tuple[Any, Any, str]]:
   """name -> (variables, stage config, folder) of every network found."""
-  from ihc_jax.trainers import common  # pylint: disable=g-import-not-at-top
+  from ihc_jax.trainers import checkpoints  # pylint: disable=g-import-not-at-top
   found: dict[str, tuple[Any, Any, str]] = {}
   seen_stages = []
   configs = {}
@@ -183,15 +183,15 @@ def _find_networks(workdir: str, step: int | None
       if not os.path.isdir(os.path.join(d, "checkpoints")):
         continue
       try:
-        _, stage, names = common.checkpoint_networks(d, step)
+        _, stage, names = checkpoints.checkpoint_networks(d, step)
       except (FileNotFoundError, ValueError):
         continue
       seen_stages.append(f"{stage} ({', '.join(names)})")
       if name not in names:
         continue
       try:
-        variables = common.restore_network_variables(d, name, step)
-        config = configs.get(d) or common.load_stage_config(d)
+        variables = checkpoints.restore_network_variables(d, name, step)
+        config = configs.get(d) or checkpoints.load_stage_config(d)
       except (FileNotFoundError, KeyError, ValueError) as e:
         raise PipelineError(f"{d}: {_first_line(e)}") from None
       configs[d] = config

@@ -1,6 +1,6 @@
 """The paper's evaluation of a trained pipeline: PSNR/SSIM, Diversity, FID.
 
-    python -m ihc_jax.evaluate --config=configs/fusion.py \
+    python -m ihc_jax.eval --config=configs/fusion.py \
         --workdir=/runs/chain \
         --lpips_weights=weights/lpips_vgg.npz \
         --inception_weights=weights/inception_fid.npz
@@ -36,7 +36,7 @@ devices); it reads the whole held-out split itself (padding masked out, so
 every image counts once) and refuses to start under several JAX processes
 (`jax.process_count() > 1`). PSNR/SSIM are per-image means, independent of
 the batch size. The multi-process evaluation during training is
-`ihc_jax.trainers.common.evaluate`.
+`ihc_jax.trainers.loop.evaluate`.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def load_eval_images(config: Any, num_images: int
 def _check_single_process() -> None:
   if jax.process_count() > 1:
     raise RuntimeError(
-        f"ihc_jax.evaluate runs in a single process; this is process "
+        f"ihc_jax.eval runs in a single process; this is process "
         f"{jax.process_index()} of {jax.process_count()}. Run it once, "
         "without JAX_NUM_PROCESSES / jax.distributed.initialize.")
 

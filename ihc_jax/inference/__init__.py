@@ -31,8 +31,8 @@ cached per tile shape and number of codes, so a folder of same-size scans
 compiles once.
 
 Code: this module holds `Pipeline` (the graph, tiling and codes) and its
-results; `ihc_jax.pipeline_files` reads and writes the networks (official
-folders, training workdirs, random weights), `ihc_jax.inference_inputs`
+results; `ihc_jax.inference.files` reads and writes the networks (official
+folders, training workdirs, random weights), `ihc_jax.inference.inputs`
 prepares the inputs (halftone checks, resizing, the reference crop, the
 screen period).
 """
@@ -54,15 +54,15 @@ import numpy as np
 
 from ihc_jax import cascade
 from ihc_jax import host_memory
-from ihc_jax import inference_inputs
 from ihc_jax import models
-from ihc_jax import pipeline_files
 from ihc_jax import tiling
+from ihc_jax.inference import files as pipeline_files
+from ihc_jax.inference import inputs as inference_inputs
 
 logger = logging.getLogger(__name__)
 
-# Names this module has always offered; they live in pipeline_files and
-# inference_inputs now.
+# The package's public names, defined in `files` (pipeline_files) and
+# `inputs` (inference_inputs).
 NETWORKS = pipeline_files.NETWORKS
 OFFICIAL_FILES = pipeline_files.OFFICIAL_FILES
 STAGE_OF = pipeline_files.STAGE_OF

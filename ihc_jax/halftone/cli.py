@@ -2,10 +2,10 @@
 
 Examples:
 
-  python -m ihc_jax.tools.halftone photo.jpg out.png --method am --period 3 --angle 45
-  python -m ihc_jax.tools.halftone photo.jpg out.png --method bayer --size 8
-  python -m ihc_jax.tools.halftone photo.jpg out.png --method fs --serpentine
-  python -m ihc_jax.tools.halftone photos/ halftones/ --method am --color
+  python -m ihc_jax.halftone.cli photo.jpg out.png --method am --period 3 --angle 45
+  python -m ihc_jax.halftone.cli photo.jpg out.png --method bayer --size 8
+  python -m ihc_jax.halftone.cli photo.jpg out.png --method fs --serpentine
+  python -m ihc_jax.halftone.cli photos/ halftones/ --method am --color
 
 With a folder as IN, every image below it (recursively) is written to the same
 relative path under OUT with a .png suffix. A file that cannot be read is

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ihc_jax.halftoning import arrays
+from ihc_jax.halftone import arrays
 
 Array = jax.Array
 ArrayLike = Any
