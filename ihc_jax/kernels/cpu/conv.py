@@ -42,16 +42,28 @@ MATMUL_MAX_POSITIONS = 2 * 2
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1,
            padding: int | tuple[tuple[int, int], tuple[int, int]] = 0) -> jax.Array:
-  """`reference.conv2d` in the form XLA:CPU runs fastest (module docstring)."""
+  """`reference.conv2d` in the form XLA:CPU runs fastest (`forward_form`)."""
   pads = reference.padding_pairs(padding)
-  k_h, k_w = kernel.shape[:2]
-  out_h = (x.shape[1] + sum(pads[0]) - k_h) // stride + 1
-  out_w = (x.shape[2] + sum(pads[1]) - k_w) // stride + 1
-  if out_h * out_w <= MATMUL_MAX_POSITIONS:
+  form = forward_form(x.shape, kernel.shape, stride, pads)
+  if form == "matmul":
     return conv_matmul(x, kernel, stride, pads)
-  if pads == ((0, 0), (0, 0)) and stride == 1 and k_h == k_w and k_h % 2 == 1 and k_h > 1:
+  if form == "pad_and_crop":
     return conv_pad_and_crop(x, kernel)
   return conv_xla(x, kernel, stride, pads)
+
+
+def forward_form(x_shape, kernel_shape, stride: int, padding: Padding) -> str:
+  """'matmul' for at most `MATMUL_MAX_POSITIONS` output pixels per image,
+  'pad_and_crop' for an unpadded stride-1 convolution with an odd square
+  kernel larger than 1x1, else 'xla'."""
+  _, out_h, out_w, _ = output_shape(x_shape, kernel_shape, stride, padding)
+  k_h, k_w = kernel_shape[:2]
+  if out_h * out_w <= MATMUL_MAX_POSITIONS:
+    return "matmul"
+  if (padding == ((0, 0), (0, 0)) and stride == 1 and k_h == k_w and k_h % 2 == 1
+      and k_h > 1):
+    return "pad_and_crop"
+  return "xla"
 
 
 def conv_matmul(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
@@ -99,7 +111,7 @@ def _transpose_of(gradient: Callable[[jax.Array], jax.Array],
 def input_tangent(x: jax.Array, kernel: jax.Array, dx: jax.Array, stride: int,
                   padding: Padding) -> jax.Array:
   """conv(dx, kernel), written as the transpose of the CPU input gradient."""
-  y = jax.ShapeDtypeStruct(_output_shape(x.shape, kernel.shape, stride, padding), dx.dtype)
+  y = jax.ShapeDtypeStruct(output_shape(x.shape, kernel.shape, stride, padding), dx.dtype)
   if not conv_grads.uses_phases(kernel.shape, y.shape, stride):
     return reference.conv2d(dx, kernel, stride, padding)
   return _transpose_of(
@@ -109,7 +121,7 @@ def input_tangent(x: jax.Array, kernel: jax.Array, dx: jax.Array, stride: int,
 def kernel_tangent(x: jax.Array, kernel: jax.Array, dk: jax.Array, stride: int,
                    padding: Padding) -> jax.Array:
   """conv(x, dk), written as the transpose of the CPU kernel gradient."""
-  y = jax.ShapeDtypeStruct(_output_shape(x.shape, kernel.shape, stride, padding), dk.dtype)
+  y = jax.ShapeDtypeStruct(output_shape(x.shape, kernel.shape, stride, padding), dk.dtype)
   form = conv_grads.kernel_gradient_form(kernel.shape, y.shape, stride)
   if form == "xla":
     return reference.conv2d(x, dk, stride, padding)
@@ -117,7 +129,8 @@ def kernel_tangent(x: jax.Array, kernel: jax.Array, dk: jax.Array, stride: int,
   return _transpose_of(lambda dy: gradient(x, kernel, dy, stride, padding), y)(dk)
 
 
-def _output_shape(x_shape, kernel_shape, stride: int, padding: Padding) -> tuple[int, ...]:
+def output_shape(x_shape, kernel_shape, stride: int, padding: Padding) -> tuple[int, ...]:
+  """[B, H', W', C_out] of the convolution of an x_shape input."""
   (top, bottom), (left, right) = padding
   return (x_shape[0], (x_shape[1] + top + bottom - kernel_shape[0]) // stride + 1,
           (x_shape[2] + left + right - kernel_shape[1]) // stride + 1, kernel_shape[3])

@@ -45,11 +45,11 @@ def max_pool_blocks(x: jax.Array, window: int) -> jax.Array:
   return blocks(x, window).max(axis=(2, 4))
 
 
-def first_maximum(x: jax.Array, window: int) -> jax.Array:
+def first_maximum(cells: jax.Array, top: jax.Array) -> jax.Array:
   """[B, H', window, W', window, C] bool: each block's first maximum (none in
-  a block with a NaN)."""
-  cells = blocks(x, window)
-  top = cells.max(axis=(2, 4), keepdims=True)
+  a block with a NaN), for `cells = blocks(x, window)` and their maxima
+  `top` (keepdims)."""
+  window = cells.shape[2]
   # Row-major rank of each cell in its block; the first maximum has the least.
   rank = (np.arange(window)[:, None, None] * window
           + np.arange(window)[None, None, :]).astype(np.int32)[:, :, :, None]
@@ -61,6 +61,8 @@ def first_maximum(x: jax.Array, window: int) -> jax.Array:
 @max_pool_blocks.defjvp
 def _max_pool_blocks_jvp(window, primals, tangents):
   (x,), (dx,) = primals, tangents
-  hit = jax.lax.stop_gradient(first_maximum(x, window))
+  cells = blocks(x, window)
+  top = cells.max(axis=(2, 4), keepdims=True)
+  hit = jax.lax.stop_gradient(first_maximum(cells, top))
   tangent = jnp.where(hit, blocks(dx, window), jnp.zeros((), dx.dtype)).sum(axis=(2, 4))
-  return max_pool_blocks(x, window), tangent
+  return top.squeeze(axis=(2, 4)), tangent
