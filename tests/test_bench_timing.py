@@ -25,3 +25,8 @@ def test_time_calls_warms_up_once_then_times_each_call():
 def test_time_calls_needs_a_repeat():
   with pytest.raises(ValueError, match="repeats"):
     timing.time_calls(lambda: None, 0)
+
+
+def test_median_of_samples_and_of_none():
+  assert timing.median([3.0, 1.0, 2.0]) == 2.0
+  assert timing.median([]) != timing.median([])  # NaN

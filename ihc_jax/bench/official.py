@@ -299,9 +299,7 @@ def _interleave(items: dict[str, tuple[Callable[[], Any], Callable[[], Any]]],
       for side in order:
         samples[name][side].append(timing.time_call(fns[side]))
     print(f"  repeat {repeat + 1}/{repeats} done", flush=True)
-  return {name: (timing.Timing(float("nan"), tuple(t)).median,
-                 timing.Timing(float("nan"), tuple(j)).median)
-          for name, (t, j) in samples.items()}
+  return {name: (timing.median(t), timing.median(j)) for name, (t, j) in samples.items()}
 
 
 def _block(x: Any) -> Any:

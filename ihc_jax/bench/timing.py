@@ -1,9 +1,10 @@
 """The one timing helper of the benchmarks: wall-clock seconds per call.
 
-`time_calls(fn, repeats)` runs `fn` once untimed-as-warm-up (its time, with
-any compilation, is `first`) and then `repeats` times, blocking on the
-result of each call (`jax.block_until_ready`, so asynchronous dispatch is
-counted), and returns every sample with their median.
+`time_calls(fn, repeats)` runs `fn` once as a warm-up (its time, with any
+compilation, is `first`) and then `repeats` times, blocking on the result
+of each call (`jax.block_until_ready`, so asynchronous dispatch is
+counted), and returns every sample with their median. `time_call` times one
+call, `median` a list of samples.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ class Timing:
 
   @property
   def median(self) -> float:
-    return statistics.median(self.samples) if self.samples else float("nan")
+    return median(self.samples)
+
+
+def median(samples) -> float:
+  """The median of `samples` in seconds; NaN for none."""
+  return statistics.median(samples) if samples else float("nan")
 
 
 def time_call(fn: Callable[[], Any]) -> float:
